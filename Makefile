@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make train` and `make test` (see README.md).
+PYTHON     ?= python3
+VENV       ?= .venv
+# GPU users override this, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+PYTEST_ARGS ?=
+SWEEP      ?= sweeps/srcnn_filters_cpu.yaml
+
+.PHONY: install train test test-slow bench benchmark sweep slurm report clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: install
+	$(VENV)/bin/restorelab fit --config configs/srcnn.yaml
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs

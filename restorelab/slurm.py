@@ -1,0 +1,156 @@
+"""Run sweep trials on Slurm: one job-array task per trial, requeue-safe.
+
+Each task reads its line of a trials file (run dir + argv), exports `RESTORELAB_RUN_DIR`, and starts
+the command with `srun`, so Lightning sees the Slurm ranks (`--ntasks-per-node` = devices) and its
+SLURMEnvironment handles `--signal=SIGUSR1@90` (delivered to srun steps only, not to the batch shell):
+it saves an hpc checkpoint and requeues the task. A requeued task lands in the same run dir and resumes
+from the newest checkpoint there. Finished jobs are watched with `squeue`, never `sbatch --wait` (which
+polls at 2, 10, 42 s, then every 32 s).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time as _time
+from pathlib import Path
+from typing import Sequence
+
+from restorelab.sweep import HPC_CKPT_GLOB, LAST_CKPT, Trial
+
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
+                 "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+
+# Per array task: pick its trial, resume from the newer of Lightning's SIGUSR1 checkpoint and
+# checkpoints/last.ckpt (restorelab.sweep.resume_checkpoint is the same rule), log into the run dir.
+TASK_BODY = r"""
+# array task i runs line i+1 of $TRIALS: `run_dir argv...`, shell-quoted
+set -uo pipefail
+eval "set -- $(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$TRIALS")"
+export RESTORELAB_RUN_DIR=$1 RESTORELAB_RUN_ID=$(basename "$1") RESTORELAB_EXPERIMENT=$(basename "$(dirname "$1")")
+shift
+# W&B offline unless a key is set or `wandb login` stored one (restorelab.sweep.wandb_key_available)
+[[ -n ${WANDB_API_KEY:-} ]] || grep -qs "machine api.wandb.ai" ~/.netrc || export WANDB_MODE=${WANDB_MODE:-offline}
+mkdir -p "$RESTORELAB_RUN_DIR"
+exec >>"$RESTORELAB_RUN_DIR/slurm.out" 2>&1
+echo "== $(date -Is) job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} restart ${SLURM_RESTART_COUNT:-0} on $(hostname)"
+resume=()
+ckpt=$(ls -t "$RESTORELAB_RUN_DIR"/__HPC__ "$RESTORELAB_RUN_DIR/__LAST__" 2>/dev/null | head -n 1)
+[[ -n $ckpt ]] && resume=(--ckpt_path "$ckpt")
+# since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: data loaders would get 1 CPU
+export SRUN_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+srun "$@" "${resume[@]}"
+""".replace("__HPC__", HPC_CKPT_GLOB).replace("__LAST__", str(LAST_CKPT))
+
+
+def write_sbatch(trials: Sequence[Trial], path: str | Path, *, job_name: str, partition: str | None = None,
+                 account: str | None = None, time: str = "01:00:00", nodes: int = 1, devices: int = 1,
+                 gpus_per_node: int = 0, cpus_per_task: int = 1, mem: str | None = None,
+                 max_parallel: int | None = None, workdir: str | Path | None = None,
+                 extra: Sequence[str] = ()) -> Path:
+    """Write the array job script `path` and its trials file `path.trials`; return `path`.
+
+    `devices` becomes `--ntasks-per-node` (one srun task per device, as Lightning DDP expects; pass
+    the same number as the trainer's `devices`). `workdir` (default: the current dir) is where the
+    commands run, so relative paths such as configs/srcnn.yaml resolve. `extra` are further raw
+    `#SBATCH` options, e.g. ["--constraint=a100", "--qos=long"].
+    """
+    if not trials:
+        raise ValueError("no trials to submit")
+    if job_name in ("bash", "interactive"):  # Lightning then assumes an interactive session, not Slurm
+        raise ValueError(f"job name {job_name!r} disables Lightning's Slurm detection; pick another")
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for trial in trials:
+        trial.prepare()
+        words = [str(Path(trial.run_dir).absolute()), *map(str, trial.command)]
+        if any("\n" in w for w in words):
+            raise ValueError(f"trial {trial.trial_id}: newlines in the command are not supported")
+        lines.append(shlex.join(words))
+    trials_file = path.with_name(path.name + ".trials")
+    trials_file.write_text("\n".join(lines) + "\n")
+    (path.parent / "slurm-logs").mkdir(exist_ok=True)
+
+    options = [
+        f"--job-name={job_name}",
+        f"--array=0-{len(trials) - 1}" + (f"%{max_parallel}" if max_parallel else ""),
+        f"--nodes={nodes}",
+        f"--ntasks-per-node={devices}",
+        f"--cpus-per-task={cpus_per_task}",
+        f"--time={time}",
+        *([f"--gpus-per-node={gpus_per_node}"] if gpus_per_node else []),
+        *([f"--mem={mem}"] if mem else []),
+        *([f"--partition={partition}"] if partition else []),
+        *([f"--account={account}"] if account else []),
+        "--signal=SIGUSR1@90",
+        "--requeue",
+        "--open-mode=append",
+        f"--output={path.parent / 'slurm-logs' / '%x_%A_%a.out'}",
+        f"--chdir={Path(workdir or os.getcwd()).absolute()}",
+        *extra,
+    ]
+    header = "\n".join(f"#SBATCH {o}" for o in options)
+    path.write_text(f"#!/bin/bash\n{header}\n\nTRIALS={shlex.quote(str(trials_file))}\n{TASK_BODY}")
+    path.chmod(0o755)
+    return path
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{shlex.join(argv)}` failed (rc {result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+def submit(script: str | Path) -> str:
+    """sbatch the script; return the job id (the array's id)."""
+    return _run(["sbatch", "--parsable", str(script)]).stdout.strip().split(";")[0]
+
+
+def requeue(job_id: str) -> None:
+    """Requeue a job or one array task ("123_1"); it restarts in its run dir and resumes."""
+    _run(["scontrol", "requeue", str(job_id)])
+
+
+def job_states(job_id: str) -> dict[str, str]:
+    """{"<array id>_<task>" (or "<job id>"): state} from the controller; {} once it forgot the job."""
+    result = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], capture_output=True, text=True)
+    states = {}
+    for line in result.stdout.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "JobState" not in fields:
+            continue
+        key = (f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}" if fields.get("ArrayTaskId")
+               else fields["JobId"])
+        states[key] = fields["JobState"]
+    return states
+
+
+def _accounting_states(job_id: str) -> dict[str, str]:
+    """Final states from accounting: slurmdbd (`sacct`) or, without it, the job-completion file (`sacct -c`)."""
+    for argv in (["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State"],
+                 ["sacct", "-c", "-n", "-P", "-j", str(job_id), "-o", "JobID,State"]):
+        result = subprocess.run(argv, capture_output=True, text=True)
+        rows = [line.split("|")[:2] for line in result.stdout.splitlines() if "|" in line]
+        if result.returncode == 0 and rows:
+            return {jid: state.split()[0] for jid, state in rows}
+    return {}
+
+
+def wait(job_id: str, timeout: float = 24 * 3600, poll: float = 1.0) -> dict[str, str]:
+    """Block until no task of the job is pending or running (requeued ones count as pending);
+    return every task's final state. TimeoutError after `timeout` seconds."""
+    deadline = _time.monotonic() + timeout
+    while True:
+        live = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%i %T"], capture_output=True, text=True)
+        # squeue errors once the job is gone from the controller ("Invalid job id specified")
+        active = [line for line in live.stdout.splitlines() if line.split()[-1] in ACTIVE_STATES]
+        if live.returncode != 0 or not active:
+            break
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still active after {timeout} s: {active}")
+        _time.sleep(poll)
+    return job_states(job_id) or _accounting_states(job_id)

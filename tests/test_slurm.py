@@ -1,0 +1,119 @@
+"""restorelab.slurm: the array job script (checked without Slurm, with a stand-in `srun`), then real
+submissions to the one-node cluster of tests/slurm_cluster.py: an array of 2 trials, and a trial
+requeued while running that resumes from its checkpoint."""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from restorelab import slurm, sweep as sw
+from tests.slurm_cluster import slurm_cluster  # noqa: F401
+from tests.test_sweep import progress, write_fake_trainer, write_yaml
+
+
+def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,)) -> list[sw.Trial]:
+    trainer = write_fake_trainer(tmp_path)
+    path = write_yaml(tmp_path / "ablation.yaml", f"""\
+        program: {trainer}
+        method: grid
+        parameters:
+          steps: {{value: {steps}}}
+          sleep: {{value: {sleep}}}
+          fail: {{values: {json.dumps(list(fails))}}}
+        """)
+    return sw.plan_trials(path, tmp_path / "runs")
+
+
+def test_write_sbatch_writes_an_array_job_with_one_trial_per_task(tmp_path):
+    trials = plan(tmp_path, steps=1, sleep=0, fails=(False, True))
+    script = slurm.write_sbatch(trials, tmp_path / "runs" / "job.sbatch", job_name="ablation", devices=2,
+                                gpus_per_node=2, cpus_per_task=4, mem="16G", partition="gpu", time="02:00:00",
+                                workdir=tmp_path, extra=["--qos=long"])
+    text = script.read_text()
+    header = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH")]
+    for option in ("--job-name=ablation", "--array=0-1", "--ntasks-per-node=2", "--gpus-per-node=2",
+                   "--cpus-per-task=4", "--mem=16G", "--partition=gpu", "--time=02:00:00",
+                   "--signal=SIGUSR1@90", "--requeue", "--open-mode=append", f"--chdir={tmp_path}", "--qos=long"):
+        assert option in header
+    assert not any(o.startswith("--account") for o in header)
+    assert "\nsrun " in text
+    lines = Path(f"{script}.trials").read_text().splitlines()
+    assert [shlex.split(line) for line in lines] == [[str(t.run_dir), *t.command] for t in trials]
+    assert all((t.run_dir / "params.json").is_file() for t in trials)
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    with pytest.raises(ValueError, match="Slurm detection"):
+        slurm.write_sbatch(trials, tmp_path / "b.sbatch", job_name="bash")
+
+
+def test_task_script_runs_its_trial_and_resumes_from_the_newest_checkpoint(tmp_path):
+    """The task body outside Slurm: SLURM_ARRAY_TASK_ID picks the line, `srun` is a stand-in."""
+    trials = plan(tmp_path, steps=3, sleep=0, fails=(False, True))
+    script = slurm.write_sbatch(trials, tmp_path / "job.sbatch", job_name="ablation", workdir=tmp_path)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "srun").write_text('#!/bin/sh\necho "srun cpus=$SRUN_CPUS_PER_TASK" >&2\nexec "$@"\n')
+    (shim / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "7",
+           "SLURM_ARRAY_TASK_ID": "1", "SLURM_CPUS_PER_TASK": "3"}
+    first = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path)
+    run_dir = trials[1].run_dir  # task 1 = fail=True: runs 3 steps, then exits 1
+    assert first.returncode == 1 and not trials[0].run_dir.joinpath("progress.log").exists()
+    assert progress(run_dir) == ([0], [1, 2, 3])
+    # as if Lightning's SIGUSR1 handler had saved a newer checkpoint before a requeue
+    (run_dir / "hpc_ckpt_1.ckpt").write_text(json.dumps({"counter": 1}))
+    env["SLURM_RESTART_COUNT"] = "1"
+    subprocess.run(["bash", str(script)], env=env, cwd=tmp_path)
+    assert progress(run_dir) == ([0, 1], [1, 2, 3, 2, 3])
+    out = (run_dir / "slurm.out").read_text()
+    assert "job 7_1 restart 0" in out and "job 7_1 restart 1" in out
+    assert "srun cpus=3" in out and "simulated failure" in out
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slurm
+def test_array_of_two_trials_completes_in_both_run_dirs(slurm_cluster, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    trials = plan(tmp_path, steps=2, sleep=0, fails=(False, True))
+    script = slurm.write_sbatch(trials, tmp_path / "job.sbatch", job_name="array-test", workdir=tmp_path)
+    job = slurm.submit(script)
+    states = slurm.wait(job, timeout=60, poll=0.5)
+    assert states == {f"{job}_0": "COMPLETED", f"{job}_1": "FAILED"}
+    ok = json.loads((trials[0].run_dir / "result.json").read_text())
+    assert ok["counter"] == 2 and "--fail=False" in ok["argv"]
+    # launched by srun inside the allocation: Lightning would see a Slurm rank
+    assert ok["env"]["SLURM_PROCID"] == "0" and ok["env"]["SLURM_NTASKS"] == "1"
+    assert ok["env"]["RESTORELAB_RUN_ID"] == trials[0].trial_id
+    assert progress(trials[1].run_dir) == ([0], [1, 2])
+    assert "simulated failure" in (trials[1].run_dir / "slurm.out").read_text()
+
+
+@pytest.mark.slurm
+def test_requeued_trial_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    (trial,) = plan(tmp_path, steps=8, sleep=0.5)
+    script = slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="requeue-test", workdir=tmp_path)
+    job = slurm.submit(script)
+    task = f"{job}_0"
+    log = trial.run_dir / "progress.log"
+    wait_for(lambda: log.exists() and len(progress(trial.run_dir)[1]) >= 2, 30, "two steps")
+    slurm.requeue(task)  # as Lightning's SIGUSR1 handler does before the time limit
+    states = slurm.wait(job, timeout=90, poll=0.5)
+    assert states == {task: "COMPLETED"}
+    starts, steps = progress(trial.run_dir)
+    # the second run continued from the checkpointed counter: no step was counted twice
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 2
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+    assert json.loads((trial.run_dir / "result.json").read_text())["counter"] == 8
+    out = (trial.run_dir / "slurm.out").read_text()
+    assert f"job {task} restart 0" in out and f"job {task} restart 1" in out

@@ -1,0 +1,336 @@
+"""restorelab.sweep: W&B sweep YAML validation, local grid/random expansion, W&B's command macros,
+and the local trial-by-trial runner (with a fake trainer, so these stay fast)."""
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from restorelab import sweep as sw
+
+# A stand-in for `restorelab fit`: counts `--steps` steps, checkpointing the counter after each
+# (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`.
+FAKE_TRAINER = '''
+import argparse, json, os, sys, time
+from pathlib import Path
+p = argparse.ArgumentParser()
+p.add_argument("--steps", type=int, default=3)
+p.add_argument("--fail", default="False")
+p.add_argument("--sleep", type=float, default=0.0)
+p.add_argument("--ckpt_path")
+args, rest = p.parse_known_args()
+run = Path(os.environ["RESTORELAB_RUN_DIR"])
+ckpt = run / "checkpoints" / "last.ckpt"
+counter = json.loads(Path(args.ckpt_path).read_text())["counter"] if args.ckpt_path else 0
+with open(run / "progress.log", "a") as log:
+    log.write(f"start {counter}\\n")
+    log.flush()
+    while counter < args.steps:
+        time.sleep(args.sleep)
+        counter += 1
+        ckpt.parent.mkdir(exist_ok=True)
+        ckpt.with_suffix(".tmp").write_text(json.dumps({"counter": counter}))
+        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        log.write(f"step {counter}\\n")
+        log.flush()
+if args.fail == "True":
+    print("simulated failure", file=sys.stderr)
+    sys.exit(1)
+keys = ("RESTORELAB_RUN_ID", "RESTORELAB_EXPERIMENT", "WANDB_MODE", "SLURM_PROCID", "SLURM_NTASKS")
+(run / "result.json").write_text(json.dumps(
+    {"counter": counter, "argv": sys.argv[1:], "rest": rest, "env": {k: os.environ.get(k) for k in keys}}))
+'''
+
+
+def write_fake_trainer(directory: Path) -> Path:
+    path = directory / "fake_trainer.py"
+    path.write_text(FAKE_TRAINER)
+    return path
+
+
+def progress(run_dir: Path) -> tuple[list[int], list[int]]:
+    """(start counters, step counters) from the fake trainer's log."""
+    lines = [line.split() for line in (run_dir / "progress.log").read_text().splitlines()]
+    return [int(n) for k, n in lines if k == "start"], [int(n) for k, n in lines if k == "step"]
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# ------------------------------------------------------------------------------------ validation
+
+GOOD = """\
+program: train.py
+method: grid
+metric: {name: val/psnr, goal: maximize}
+parameters:
+  lr: {values: [0.1, 0.01]}
+command:
+  - ${env}
+  - ${interpreter}
+  - ${program}
+  - ${args}
+"""
+
+
+def test_load_sweep_accepts_a_valid_file_and_names_it_after_the_file(tmp_path):
+    sweep = sw.load_sweep(write_yaml(tmp_path / "lr_ablation.yaml", GOOD))
+    assert sweep["name"] == "lr_ablation"
+    assert sweep["parameters"] == {"lr": {"values": [0.1, 0.01]}}
+
+
+@pytest.mark.parametrize("replace, expected", [
+    (("method: grid", "method: hyperband"), "method: must be one of"),
+    (("method: grid\n", ""), "method: must be one of"),
+    (("parameters:\n  lr: {values: [0.1, 0.01]}\n", "parameters: {}\n"), "parameters: required"),
+    (("{values: [0.1, 0.01]}", "0.1"), "parameters.lr: must be a mapping"),
+    (("{values: [0.1, 0.01]}", "{min: 0.5, max: 0.1}"), "parameters.lr: min 0.5 must be < max 0.1"),
+    (("{values: [0.1, 0.01]}", "{distribution: uniform, min: 1e-4, max: 1.0e-1}"),
+     "parameters.lr.min: must be a number, got '1e-4' (YAML reads 1e-4 as a string"),
+    (("{values: [0.1, 0.01]}", "{distribution: beta, a: 1, b: 2}"), "parameters.lr: distribution 'beta' is not"),
+    (("{values: [0.1, 0.01]}", "{min: 0.0, max: 1.0}"), "parameters.lr: method grid accepts only"),
+    (("{values: [0.1, 0.01]}", "{valuez: [1]}"), "parameters.lr: give `value`, `values`"),
+    (("{values: [0.1, 0.01]}", "{parameters: {a: {value: 1}}}"), "parameters.lr: nested parameters"),
+    (("- ${args}", "- ${arg}"), "command: unknown macro ${arg}"),
+    (("program: train.py\n", ""), "program: required"),
+    (("program: train.py\n", "program: train.py\nparamters: {}\n"), "unknown key(s) ['paramters']"),
+    (("method: grid", "method: bayes"), None),  # valid: bayes with a metric
+    (("method: grid\nmetric: {name: val/psnr, goal: maximize}", "method: bayes"), "metric: required for method bayes"),
+    (("goal: maximize", "goal: up"), "metric.goal: must be minimize or maximize"),
+    (("lr: {values", "lr: {probabilities: [0.5, 0.5], values"), "probabilities: not allowed with method grid"),
+    (("command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - ${args}", "command: ${args}"),
+     "command: must be a non-empty list"),
+])
+def test_load_sweep_rejects_bad_files_naming_file_and_key(tmp_path, replace, expected):
+    text = GOOD.replace(*replace)
+    assert text != GOOD
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    if expected is None:
+        sw.load_sweep(path)
+        return
+    with pytest.raises(sw.SweepConfigError) as err:
+        sw.load_sweep(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+
+
+def test_load_sweep_reports_unparseable_yaml_in_one_line(tmp_path):
+    path = write_yaml(tmp_path / "broken.yaml", "method: [grid\nparameters: {")
+    with pytest.raises(sw.SweepConfigError, match=r"broken.yaml: cannot read sweep YAML") as err:
+        sw.load_sweep(path)
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ expansion
+
+
+def grid(parameters: dict, **top) -> dict:
+    return {"name": "g", "method": "grid", "program": "t.py", "parameters": parameters, **top}
+
+
+def test_grid_is_the_exact_cartesian_product_in_wandb_order():
+    # W&B's grid sorts the parameter names and iterates itertools.product over them (last fastest);
+    # int_uniform is min..max inclusive, q_uniform is arange(min, max, q) (max excluded), value is fixed
+    trials = sw.expand(grid({
+        "b": {"values": ["x", "y"]},
+        "a": {"values": [1, 2]},
+        "c": {"value": 7},
+        "d": {"distribution": "int_uniform", "min": 1, "max": 2},
+    }))
+    assert trials == [
+        {"a": 1, "b": "x", "c": 7, "d": 1}, {"a": 1, "b": "x", "c": 7, "d": 2},
+        {"a": 1, "b": "y", "c": 7, "d": 1}, {"a": 1, "b": "y", "c": 7, "d": 2},
+        {"a": 2, "b": "x", "c": 7, "d": 1}, {"a": 2, "b": "x", "c": 7, "d": 2},
+        {"a": 2, "b": "y", "c": 7, "d": 1}, {"a": 2, "b": "y", "c": 7, "d": 2},
+    ]
+    assert [list(t) for t in trials] == [["a", "b", "c", "d"]] * 8
+    q = sw.expand(grid({"w": {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}}))
+    assert q == [{"w": 0.0}, {"w": 0.25}, {"w": 0.5}, {"w": 0.75}]
+    assert sw.expand(grid({"a": {"values": [1, 2, 3]}}), max_trials=2) == [{"a": 1}, {"a": 2}]
+    assert sw.expand(grid({"a": {"values": [1, 2, 3]}}, run_cap=1)) == [{"a": 1}]
+
+
+RANDOM = {
+    "name": "r", "method": "random", "program": "t.py", "run_cap": 300,
+    "parameters": {
+        "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+        "width": {"distribution": "int_uniform", "min": 16, "max": 64},
+        "dropout": {"min": 0.0, "max": 0.5},
+        "wd": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 2},
+        "act": {"values": ["relu", "prelu"]},
+        "depth": {"value": 20},
+        "temp": {"distribution": "log_uniform", "min": 0.0, "max": 1.0},
+    },
+}
+
+
+def test_random_expansion_is_seeded_within_bounds_and_log_uniform_in_log_space():
+    trials = sw.expand(RANDOM, seed=0)
+    assert trials == sw.expand(RANDOM, seed=0)
+    assert trials != sw.expand(RANDOM, seed=1)
+    assert len(trials) == 300 and len(sw.expand(RANDOM, max_trials=5)) == 5
+    for t in trials:
+        assert 1e-4 <= t["lr"] <= 1e-1
+        assert isinstance(t["width"], int) and 16 <= t["width"] <= 64
+        assert 0.0 <= t["dropout"] <= 0.5
+        assert isinstance(t["wd"], int) and t["wd"] % 2 == 0 and 0 <= t["wd"] <= 10
+        assert t["act"] in ("relu", "prelu") and t["depth"] == 20
+        assert 1.0 <= t["temp"] <= math.e  # log_uniform: min/max are exponents
+    # log-uniform over 3 decades: about a third of the draws in each decade (uniform would put 1% below 1e-3)
+    below = sum(t["lr"] < 1e-3 for t in trials) / len(trials)
+    assert 0.25 < below < 0.42
+    assert {16, 64} <= {t["width"] for t in trials}  # int_uniform includes both ends
+
+
+def test_random_needs_a_cap_dedupes_and_bayes_runs_as_random():
+    endless = {**RANDOM, "run_cap": None}
+    del endless["run_cap"]
+    with pytest.raises(sw.SweepConfigError, match="endless"):
+        sw.expand(endless)
+    tiny = {**RANDOM, "parameters": {"act": {"values": ["relu", "prelu"]}}, "run_cap": 10}
+    assert sorted(t["act"] for t in sw.expand(tiny)) == ["prelu", "relu"]  # only 2 distinct trials exist
+    bayes = {**RANDOM, "method": "bayes", "metric": {"name": "val/psnr", "goal": "maximize"}}
+    with pytest.warns(UserWarning, match="random search"):
+        assert sw.expand(bayes, max_trials=7, seed=3) == sw.expand(RANDOM, max_trials=7, seed=3)
+
+
+def test_trial_id_is_stable_short_and_depends_on_params_and_extra_args():
+    a = sw.trial_id({"lr": 0.1, "n1": 64})
+    assert a == sw.trial_id({"n1": 64, "lr": 0.1}) and len(a) == 8
+    assert a != sw.trial_id({"lr": 0.1, "n1": 32})
+    assert a != sw.trial_id({"lr": 0.1, "n1": 64}, ["--trainer.max_epochs=1"])
+
+
+# ------------------------------------------------------------------------------------ macros
+
+
+PARAMS = {"flag": True, "lr": 0.001, "model.init_args.n1": 64, "name": "x y", "off": False}
+
+
+def test_macros_expand_as_wandb_agent_does(monkeypatch):
+    sweep = {"program": "train.py", "command": [
+        "${env}", "${interpreter}", "${program}", "--config", "c.yaml", "${args}", "|", "${args_no_hyphens}",
+        "|", "${args_no_boolean_flags}", "|", "${args_json}", "|", "--x=${program}", "${envvar:RL_TEST}/a"]}
+    monkeypatch.setenv("RL_TEST", "/data")
+    argv = sw.render_command(sweep, PARAMS)
+    assert argv == [
+        "/usr/bin/env", "python", "train.py", "--config", "c.yaml",
+        "--flag=True", "--lr=0.001", "--model.init_args.n1=64", "--name=x y", "--off=False", "|",
+        "flag=True", "lr=0.001", "model.init_args.n1=64", "name=x y", "off=False", "|",
+        "--flag", "--lr=0.001", "--model.init_args.n1=64", "--name=x y", "|",
+        '{"flag": true, "lr": 0.001, "model.init_args.n1": 64, "name": "x y", "off": false}', "|",
+        "--x=${program}", "/data/a",  # only whole tokens are macros
+    ]
+    local = sw.render_command({"program": "train.py"}, {"lr": 0.1}, interpreter="/venv/bin/python", env=None)
+    assert local == ["/venv/bin/python", "train.py", "--lr=0.1"]  # W&B's default command, ${env} dropped
+    monkeypatch.delenv("RL_TEST")
+    assert sw.render_command({"command": ["${envvar:RL_TEST}"]}, {}) == ["RL_TEST"]  # W&B: unset -> its name
+    assert sw.render_command({"command": ["run", "${args_json_file}"]}, {}, args_json_file="/r/p.json") == \
+        ["run", "/r/p.json"]
+    with pytest.raises(sw.SweepConfigError, match="args_json_file"):
+        sw.render_command({"command": ["run", "${args_json_file}"]}, {})
+
+
+def test_macro_argument_lists_match_wandb_own_implementation():
+    utils = pytest.importorskip("wandb.sdk.launch.sweeps.utils")
+    theirs = utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in PARAMS.items()}})
+    ours = sw.command_args(PARAMS)
+    for key in ours:
+        assert ours[key] == theirs[key], key
+
+
+# ------------------------------------------------------------------------------------ local runner
+
+
+def two_trial_sweep(tmp_path: Path) -> Path:
+    trainer = write_fake_trainer(tmp_path)
+    return write_yaml(tmp_path / "fail_ablation.yaml", f"""\
+        program: {trainer}
+        method: grid
+        metric: {{name: val/psnr, goal: maximize}}
+        parameters:
+          steps: {{value: 2}}
+          fail: {{values: [false, true]}}
+        command: ["${{env}}", "${{interpreter}}", "${{program}}", --config, base.yaml, "${{args}}"]
+        """)
+
+
+def test_run_local_records_a_failure_goes_on_and_a_rerun_skips_completed_trials(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    path, out = two_trial_sweep(tmp_path), tmp_path / "runs"
+    results = sw.run_local(path, out)
+
+    ok, failed = results  # grid order: fail=False first
+    assert (ok.status, ok.returncode, failed.status, failed.returncode) == ("ok", 0, "failed", 1)
+    assert "simulated failure" in failed.stderr_tail
+    assert ok.params == {"fail": False, "steps": 2} and failed.params == {"fail": True, "steps": 2}
+    for r in results:
+        assert Path(r.run_dir) == out / "fail_ablation" / sw.trial_id(r.params)
+    done = json.loads((Path(ok.run_dir) / "result.json").read_text())
+    assert done["counter"] == 2 and done["argv"][:2] == ["--config", "base.yaml"]
+    assert done["argv"][2:] == ["--fail=False", "--steps=2"]
+    assert done["env"]["RESTORELAB_RUN_ID"] == ok.trial_id
+    assert done["env"]["RESTORELAB_EXPERIMENT"] == "fail_ablation"
+    assert done["env"]["WANDB_MODE"] == "offline"
+    assert json.loads((Path(ok.run_dir) / "params.json").read_text()) == ok.params
+    summary = json.loads((out / "fail_ablation" / "summary.json").read_text())
+    assert {k: v["status"] for k, v in summary.items()} == {ok.trial_id: "ok", failed.trial_id: "failed"}
+    assert len((out / "fail_ablation" / "trials.jsonl").read_text().splitlines()) == 2
+
+    again = sw.run_local(path, out)
+    assert [(r.trial_id, r.status, r.skipped) for r in again] == [
+        (ok.trial_id, "ok", True), (failed.trial_id, "failed", False)]
+    assert progress(Path(ok.run_dir)) == ([0], [1, 2])  # not run again
+    # the failed trial ran again, resuming from its checkpoint instead of restarting at 0
+    assert progress(Path(failed.run_dir)) == ([0, 2], [1, 2])
+    assert again[1].command[-2:] == ["--ckpt_path", str(Path(failed.run_dir) / "checkpoints" / "last.ckpt")]
+    assert len((out / "fail_ablation" / "trials.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_checkpoint_picks_the_newest_of_last_and_hpc(tmp_path):
+    import os
+
+    assert sw.resume_checkpoint(tmp_path) is None
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_text("x")
+    assert sw.resume_checkpoint(tmp_path) == last
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_text("x")
+    os.utime(last, (1e9, 1e9))
+    assert sw.resume_checkpoint(tmp_path) == hpc  # written by Lightning at SIGUSR1, after the last epoch
+    os.utime(hpc, (1e8, 1e8))
+    assert sw.resume_checkpoint(tmp_path) == last
+
+
+def test_cli_local_passes_extra_args_and_reports_failure(tmp_path, monkeypatch):
+    path = two_trial_sweep(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert sw.main(["local", str(path), "--out", "cli_runs", "--max-trials", "1", "--", "--steps=3"]) == 0
+    (run_dir,) = [d for d in (tmp_path / "cli_runs" / "fail_ablation").iterdir() if d.is_dir()]
+    assert json.loads((run_dir / "result.json").read_text())["counter"] == 3  # extra args come last and win
+    assert sw.main(["local", str(path), "--out", "cli_runs"]) == 1  # the fail=True trial fails
+
+
+# ------------------------------------------------------------------------------------ W&B online
+
+
+def test_wandb_commands_are_built_for_the_cli_and_the_sweep_id_is_parsed(tmp_path):
+    # No W&B server here: only the command construction and the output parsing are tested.
+    exe = sw.sys.executable
+    assert sw.wandb_sweep_command("sweeps/a.yaml", "restorelab", "lab") == \
+        [exe, "-m", "wandb", "sweep", "--project", "restorelab", "--entity", "lab", "sweeps/a.yaml"]
+    assert sw.wandb_sweep_command("a.yaml", "p") == [exe, "-m", "wandb", "sweep", "--project", "p", "a.yaml"]
+    assert sw.wandb_agent_command("abc123", "p", "lab", count=4) == \
+        [exe, "-m", "wandb", "agent", "--project", "p", "--entity", "lab", "--count", "4", "abc123"]
+    log = ("wandb: Creating sweep from: a.yaml\n"
+           "wandb: Creating sweep with ID: \x1b[33mq8x2k1zd\x1b[0m\n"
+           "wandb: Run sweep agent with: \x1b[33mwandb agent lab/p/q8x2k1zd\x1b[0m\n")
+    assert sw.parse_sweep_id(log.replace("Creating sweep with", "Created sweep with")) == "q8x2k1zd"
+    with pytest.raises(RuntimeError, match="no sweep id"):
+        sw.parse_sweep_id("wandb: ERROR No API key configured")
