@@ -7,6 +7,7 @@ input otherwise) is measured on the same images beside the net.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Literal
 
 import lightning as L
@@ -17,6 +18,11 @@ from torch import nn
 
 from lightning_modules.losses import pixel_loss
 from lightning_modules.metrics import ImageQuality, evaluation_view
+
+
+# The CLI records the net's class_path/init_args as a hyper-parameter (so a checkpoint rebuilds its own
+# net); Lightning cannot tell that apart from storing the module itself and warns on every load.
+warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
 
 
 def center_crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -54,7 +60,7 @@ class RestorationModule(L.LightningModule):
             metric_space: "y" (SR papers, BT.601 luma) or "rgb" (colour denoising papers).
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters()  # under the CLI this records the net's class_path/init_args, not weights
         net_scale = getattr(net, "scale", 1)
         if net_scale not in (1, scale):
             raise ValueError(f"{type(net).__name__} upsamples x{net_scale} but the data scale is x{scale}")

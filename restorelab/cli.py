@@ -9,11 +9,25 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import set_parsing_settings
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from restorelab.runs import CheckpointOnInterrupt, config_run_id, ensure_wandb_mode, resolve_run_dir
+from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, resolve_run_dir
+
+
+class CheckpointOnInterrupt(Callback):
+    """Writes ``last.ckpt`` when a run is stopped (SIGTERM, Ctrl-C) so that nothing since the last
+    periodic checkpoint is lost. Not on other exceptions: a NaN loss must not overwrite good weights."""
+
+    def __init__(self, dirpath: str | os.PathLike):
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
 
 class RestoreLabCLI(LightningCLI):
@@ -39,7 +53,7 @@ class RestoreLabCLI(LightningCLI):
         experiment = cfg.get("experiment")
         if not experiment:
             configs = cfg.get("config") or []
-            experiment = Path(str(configs[0])).stem if configs else "default"
+            experiment = experiment_name(Path(str(configs[0])).stem if configs else "default")
         run_id = cfg.get("run_id") or os.environ.get("RESTORELAB_RUN_ID") or config_run_id(
             _plain(cfg.get("model")), _plain(cfg.get("data")), cfg.get("seed_everything"))
         self.experiment, self.run_id = experiment, run_id
@@ -121,10 +135,30 @@ def print_results(rows: list[dict], title: str, baseline: str = "bicubic") -> No
     Console(width=120).print(table)
 
 
+# Subcommands that are tools around training rather than Lightning entry points: module → its main(argv).
+TOOLS = {
+    "benchmark": "restorelab.benchmark",
+    "compare": "restorelab.compare",
+    "predict": "restorelab.predict",  # on files; `predict --config ...` is LightningCLI's predict
+    "sweep": "restorelab.sweep",
+    "slurm": "restorelab.slurm",
+    "report": "restorelab.report",
+    "bench": "restorelab.bench",
+}
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in TOOLS and not (argv[0] == "predict" and {"--config", "-c"} & set(argv)):
+        import importlib
+
+        sys.exit(importlib.import_module(TOOLS[argv[0]]).main(argv[1:]))
     ensure_wandb_mode()
+    # "omegaconf+" resolves ${...} after the command line is merged, so `scale: ${data.init_args.scale}` in a
+    # net's config follows `--data.init_args.scale 2`; absolute paths read as written in the config file.
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     RestoreLabCLI(
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},

@@ -1,6 +1,6 @@
 """Where a run lives and what it logs to: one stable directory per (experiment, configuration), so that
 ``--ckpt_path last`` after a crash, a SIGTERM or a Slurm requeue finds the run it continues, and the
-W&B run keeps its id."""
+W&B run keeps its id. Imports nothing heavy: sweeps and Slurm scripts use it without loading Lightning."""
 from __future__ import annotations
 
 import hashlib
@@ -9,16 +9,13 @@ import netrc
 import os
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 
 def wandb_key_available() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
+    except (OSError, netrc.NetrcParseError):
         return False
 
 
@@ -35,19 +32,12 @@ def config_run_id(model_cfg, data_cfg, seed) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
+def experiment_name(default: str) -> str:
+    """A sweep names the experiment after itself, so equal trials of two sweeps stay two W&B runs."""
+    return os.environ.get("RESTORELAB_EXPERIMENT") or default
+
+
 def resolve_run_dir(runs_dir: str, experiment: str, run_id: str) -> Path:
     """``$RESTORELAB_RUN_DIR`` (set by sweeps and Slurm jobs) wins over ``runs/<experiment>/<run id>``."""
     env = os.environ.get("RESTORELAB_RUN_DIR")
     return Path(env) if env else Path(runs_dir) / experiment / run_id
-
-
-class CheckpointOnInterrupt(Callback):
-    """Writes ``last.ckpt`` when a run is stopped (SIGTERM, Ctrl-C) so that nothing since the last
-    periodic checkpoint is lost. Not on other exceptions: a NaN loss must not overwrite good weights."""
-
-    def __init__(self, dirpath: str | os.PathLike):
-        self.dirpath = Path(dirpath)
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")

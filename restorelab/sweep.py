@@ -23,7 +23,6 @@ import hashlib
 import itertools
 import json
 import math
-import netrc
 import os
 import random
 import re
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from restorelab.runs import wandb_key_available
 
 METHODS = ("grid", "random", "bayes")
 KNOWN_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description",
@@ -374,16 +375,6 @@ def trial_env(trial: Trial) -> dict:
     if not wandb_key_available():
         env.setdefault("WANDB_MODE", "offline")  # `wandb sync` uploads later
     return env
-
-
-def wandb_key_available() -> bool:
-    """A W&B key in the environment or from `wandb login` (~/.netrc); restorelab.runs uses the same rule."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def _safe_name(name: str) -> str:

@@ -1,6 +1,7 @@
 """restorelab.slurm: the array job script (checked without Slurm, with a stand-in `srun`), then real
-submissions to the one-node cluster of tests/slurm_cluster.py: an array of 2 trials, and a trial
-requeued while running that resumes from its checkpoint."""
+submissions to the one-node cluster of tests/slurm_cluster.py: an array of 2 trials, a trial requeued
+while running (`scontrol requeue`), and one that requeues itself on SIGUSR1 as Lightning does; both
+requeued trials must resume from their checkpoint."""
 
 import json
 import os
@@ -48,6 +49,17 @@ def test_write_sbatch_writes_an_array_job_with_one_trial_per_task(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     with pytest.raises(ValueError, match="Slurm detection"):
         slurm.write_sbatch(trials, tmp_path / "b.sbatch", job_name="bash")
+
+
+def test_cli_writes_the_job_for_a_sweep_file(tmp_path, capsys):
+    plan(tmp_path, steps=1, sleep=0)  # writes ablation.yaml
+    assert sw.main(["slurm", str(tmp_path / "ablation.yaml"), "--out", str(tmp_path / "runs"), "--devices", "2",
+                    "--time", "04:00:00", "--", "--trainer.max_epochs=1"]) == 0
+    script = tmp_path / "runs" / "ablation" / "ablation.sbatch"
+    assert capsys.readouterr().out.strip() == str(script)
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text() and "#SBATCH --time=04:00:00" in script.read_text()
+    (line,) = Path(f"{script}.trials").read_text().splitlines()
+    assert shlex.split(line)[-1] == "--trainer.max_epochs=1"
 
 
 def test_task_script_runs_its_trial_and_resumes_from_the_newest_checkpoint(tmp_path):
@@ -117,3 +129,25 @@ def test_requeued_trial_resumes_from_its_checkpoint(slurm_cluster, tmp_path, mon
     assert json.loads((trial.run_dir / "result.json").read_text())["counter"] == 8
     out = (trial.run_dir / "slurm.out").read_text()
     assert f"job {task} restart 0" in out and f"job {task} restart 1" in out
+
+
+@pytest.mark.slurm
+def test_sigusr1_to_the_step_makes_the_trainer_requeue_and_resume_from_hpc_ckpt(slurm_cluster, tmp_path,  # noqa: F811
+                                                                                monkeypatch):
+    """The path of `--signal=SIGUSR1@90`: the signal reaches the srun step, the trainer saves
+    hpc_ckpt_1.ckpt and requeues its task, the restarted task resumes from that checkpoint."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    (trial,) = plan(tmp_path, steps=8, sleep=0.5)
+    job = slurm.submit(slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="usr1", workdir=tmp_path))
+    task = f"{job}_0"
+    wait_for(lambda: (trial.run_dir / "progress.log").exists() and len(progress(trial.run_dir)[1]) >= 2, 30,
+             "two steps")
+    # like the time-limit warning, sent to the job's steps, not to the batch shell
+    subprocess.run(["scancel", "--signal=USR1", task], check=True)
+    assert slurm.wait(job, timeout=90, poll=0.5) == {task: "COMPLETED"}
+    starts, steps = progress(trial.run_dir)
+    saved = json.loads((trial.run_dir / "hpc_ckpt_1.ckpt").read_text())["counter"]
+    # resumed from the hpc checkpoint, or from a last.ckpt written after it before Slurm's SIGTERM
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= saved >= 2
+    assert steps == sorted(set(steps)) and steps[-1] == 8
+    assert f"job {task} restart 1" in (trial.run_dir / "slurm.out").read_text()

@@ -11,9 +11,10 @@ import pytest
 from restorelab import sweep as sw
 
 # A stand-in for `restorelab fit`: counts `--steps` steps, checkpointing the counter after each
-# (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`.
+# (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`,
+# and on SIGUSR1 saves an hpc checkpoint and requeues its Slurm task, as Lightning does.
 FAKE_TRAINER = '''
-import argparse, json, os, sys, time
+import argparse, json, os, signal, subprocess, sys, time
 from pathlib import Path
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=3)
@@ -24,6 +25,15 @@ args, rest = p.parse_known_args()
 run = Path(os.environ["RESTORELAB_RUN_DIR"])
 ckpt = run / "checkpoints" / "last.ckpt"
 counter = json.loads(Path(args.ckpt_path).read_text())["counter"] if args.ckpt_path else 0
+
+
+def save_and_requeue(signum, frame):  # what Lightning's SLURMEnvironment does on SIGUSR1
+    (run / "hpc_ckpt_1.ckpt").write_text(json.dumps({"counter": counter}))
+    task = os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+    subprocess.run(["scontrol", "requeue", task], check=True)
+
+
+signal.signal(signal.SIGUSR1, save_and_requeue)
 with open(run / "progress.log", "a") as log:
     log.write(f"start {counter}\\n")
     log.flush()
