@@ -18,12 +18,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, resolve_run_dir
 
 
-class CheckpointOnInterrupt(Callback):
-    """Writes ``last.ckpt`` when a run is stopped (SIGTERM, Ctrl-C) so that nothing since the last
-    periodic checkpoint is lost. Not on other exceptions: a NaN loss must not overwrite good weights."""
+class SaveLastOnStop(Callback):
+    """Writes ``last.ckpt`` whenever fitting stops — at its end (max_steps may fall mid-epoch, between the
+    periodic saves) and when stopped by SIGTERM or Ctrl-C — so that ``--ckpt_path last`` loses nothing.
+    Not on other exceptions: a NaN loss must not overwrite good weights."""
 
     def __init__(self, dirpath: str | os.PathLike):
         self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
@@ -72,7 +76,7 @@ class RestoreLabCLI(LightningCLI):
                                 filename="best-{epoch}-{step}", auto_insert_metric_name=False),
                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                 every_n_train_steps=cfg.get("checkpoint_every_n_steps", 200)),
-                CheckpointOnInterrupt(ckpt_dir),
+                SaveLastOnStop(ckpt_dir),
             ]
         if trainer_cfg.get("logger") in (None, True):
             ensure_wandb_mode()
@@ -157,14 +161,18 @@ def main(args: list[str] | None = None) -> None:
     # "omegaconf+" resolves ${...} after the command line is merged, so `scale: ${data.init_args.scale}` in a
     # net's config follows `--data.init_args.scale 2`; absolute paths read as written in the config file.
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    RestoreLabCLI(
-        parser_kwargs={"parser_mode": "omegaconf+"},
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )
+    try:
+        RestoreLabCLI(
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException:  # a SystemExit(None) inside Lightning: make a stopped run look stopped
+        print("restorelab: stopped by SIGTERM; last.ckpt saved, continue with --ckpt_path last", file=sys.stderr)
+        sys.exit(128 + 15)
 
 
 if __name__ == "__main__":

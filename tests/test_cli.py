@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from restorelab.cli import main
+from tests.conftest import REPO
 
 
 def print_config(capsys, *args):
@@ -39,7 +40,7 @@ def test_bad_values_are_named(run_env, capsys):
     assert "padding" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("config", ["configs/srcnn.yaml"])
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_config_parses(run_env, capsys, config):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", config, "--print_config"])
