@@ -45,3 +45,9 @@ def test_every_config_parses(run_env, capsys, config):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", config, "--print_config"])
     assert e.value.code == 0
+
+
+def test_trainer_configs_stack_on_an_experiment(run_env, capsys):
+    cfg = print_config(capsys, "--config", "configs/trainer/ddp.yaml")
+    assert cfg["trainer"]["strategy"] == "ddp" and cfg["trainer"]["devices"] == -1
+    assert cfg["model"]["init_args"]["net"]["class_path"] == "lightning_modules.nets.srcnn.SRCNN"
