@@ -7,6 +7,7 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 SWEEP      ?= sweeps/srcnn_filters_cpu.yaml
+DATA       ?= $(or $(RESTORELAB_DATA),$(wildcard ../shared/datasets))
 
 .PHONY: install train test test-slow bench benchmark sweep slurm report clean
 
@@ -26,6 +27,13 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Bicubic + the newest SRCNN checkpoint of `make train` (trained first if missing) on Set5/Set14 when the
+# benchmark sets are there, on the bundled held-out photos otherwise.
+benchmark: install
+	@ckpt=$$(ls -t runs/srcnn/*/checkpoints/best-*.ckpt 2>/dev/null | head -n 1); \
+	if [ -z "$$ckpt" ]; then $(MAKE) train || exit 1; ckpt=$$(ls -t runs/srcnn/*/checkpoints/best-*.ckpt | head -n 1); fi; \
+	$(VENV)/bin/restorelab benchmark --ckpt "$$ckpt" --names SRCNN $(if $(DATA),--data_root $(DATA)) --out runs/benchmark
 
 clean:
 	rm -rf $(VENV) runs

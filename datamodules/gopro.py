@@ -64,3 +64,17 @@ def frame_windows(folder, n_frames: int, stride: int = 1) -> list[tuple[Path, ..
     if len(frames) < n_frames:
         raise ValueError(f"frame_windows: {folder} has {len(frames)} frames, fewer than a window of {n_frames}")
     return [tuple(frames[i:i + n_frames]) for i in range(0, len(frames) - n_frames + 1, stride)]
+
+
+def frame_folders(root) -> list[Path]:
+    """The videos under ``root``: ``root`` itself if it holds frames, else its sub-folders that do (natural
+    order), so one spec can name a single video or a whole collection such as GoPro_Large_all/train."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"frame_folders: {root} is not a folder of video frames or of such folders")
+    if _images(root):
+        return [root]
+    videos = [d for d in sorted(root.iterdir(), key=_natural_key) if d.is_dir() and _images(d)]
+    if not videos:
+        raise FileNotFoundError(f"frame_folders: {root} holds no frames and no folder of frames")
+    return videos

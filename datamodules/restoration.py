@@ -181,9 +181,14 @@ class FullImages(Dataset):
 
 
 def _map_images(fn, batch: dict) -> dict:
-    """Apply ``fn`` to every image of a batch dict (tensors, and lists of tensors such as pyramids)."""
-    return {k: fn(v) if torch.is_tensor(v) else [fn(x) for x in v] if isinstance(v, list) else v
-            for k, v in batch.items()}
+    """Apply ``fn`` to every N×C×H×W image of a batch dict, pyramids (lists) included; per-image numbers
+    (``sigma``, ``scale``) pass unchanged."""
+    def apply(v):
+        if isinstance(v, list):
+            return [apply(x) for x in v]
+        return fn(v) if torch.is_tensor(v) and v.ndim == 4 else v
+
+    return {k: apply(v) for k, v in batch.items()}
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -266,7 +271,7 @@ class RestorationDataModule(L.LightningDataModule):
         """
         raise NotImplementedError
 
-    def source_items(self, specs: list[str], min_size: int) -> list[tuple[str, Item]]:
+    def source_items(self, specs: list[str], min_size: int, train: bool = False) -> list[tuple[str, Item]]:
         """(name, item) of every sample of the given specs; images with a side below ``min_size`` are skipped."""
         return load_images(specs, self.hparams.data_root, min_size=min_size)
 
@@ -288,7 +293,7 @@ class RestorationDataModule(L.LightningDataModule):
         if stage in (None, "fit") and net is not None:
             self.check_net(net)
         if stage in (None, "fit") and self.train_set is None:
-            items = self.source_items(hp.train, hp.patch_size)
+            items = self.source_items(hp.train, hp.patch_size, train=True)
             self.train_set = RandomPatches(items, hp.patch_size, hp.patches_per_epoch, hp.channels, hp.augment)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = FullImages(self.source_items(hp.val, m), m)
@@ -413,7 +418,6 @@ class SRDataModule(RestorationDataModule):
             order: "blur_bicubic" (SRMD), "bicubic_blur" (DPSR: blur at LR), "blur_decimate" (USRNet, MZSR).
             noise_sigma: σ on the 0..255 scale, or [low, high] drawn per image.
         """
-        check_choice("scale", scale, SR_SCALES) if scale not in SR_SCALES else None
         if scale not in SR_SCALES:
             raise ValueError(f"data.scale must be one of 2, 3, 4, 8; got {scale}")
         self.train_scales = list(scales) if scales else [scale]
@@ -597,7 +601,7 @@ class DeblurDataModule(RestorationDataModule):
         self,
         source: Source = "synthetic",
         n_frames: int | tuple[int, int] = (7, 13),
-        gamma: float = 2.2,
+        camera_gamma: float = 2.2,
         max_shift: float = 1.5,
         max_rotation: float = 0.1,
         frame_stride: int = 1,
@@ -612,7 +616,8 @@ class DeblurDataModule(RestorationDataModule):
         Args:
             source: "synthetic", "frames" or "gopro" (see the class docstring); train/val/test specs follow it.
             n_frames: frames averaged, or [low, high] (odd counts drawn per sample); not used by "gopro".
-            gamma: camera response of the linear-light average (1 = plain average).
+            camera_gamma: camera response of the linear-light average (1 = plain average; not "gamma", which
+                is the learning-rate decay of the module).
             max_shift, max_rotation: "synthetic": largest per-frame camera motion (pixels, degrees).
             frame_stride: "frames": training windows start every this many frames (evaluation windows do not overlap).
             gopro_blur: "gopro": the blurred folder, ``blur_gamma`` (the paper's) or ``blur``.
@@ -623,13 +628,11 @@ class DeblurDataModule(RestorationDataModule):
         if kwargs.get("scale", 1) != 1:
             raise ValueError(f"data.scale={kwargs['scale']!r} must be 1 for deblurring")
         low, high = (int(v) for v in as_range("n_frames", n_frames, 1, 1000))
-        if low == high and low % 2 == 0 or high - low == 1 and low % 2 == 0 and False:
-            pass
         if not any(t % 2 for t in range(low, high + 1)):
             raise ValueError(f"data.n_frames={n_frames!r} must include an odd count (the target is the middle frame)")
         self.frame_range = (low, high - 1 + high % 2)
-        if gamma <= 0:
-            raise ValueError(f"data.gamma={gamma!r} must be positive")
+        if camera_gamma <= 0:
+            raise ValueError(f"data.camera_gamma={camera_gamma!r} must be positive")
         if not isinstance(pyramid_levels, int) or pyramid_levels < 1:
             raise ValueError(f"data.pyramid_levels={pyramid_levels!r} must be a positive integer")
         if not isinstance(frame_stride, int) or frame_stride < 1:
@@ -646,10 +649,10 @@ class DeblurDataModule(RestorationDataModule):
             raise ValueError(f"data.pyramid_levels={levels} but {type(net).__name__} works on {net.scales} "
                              f"levels (model.init_args.net.init_args.scales)")
 
-    def source_items(self, specs: list[str], min_size: int) -> list[tuple[str, Item]]:
+    def source_items(self, specs: list[str], min_size: int, train: bool = False) -> list[tuple[str, Item]]:
         hp = self.hparams
         if hp.source == "synthetic":
-            return super().source_items(specs, min_size)
+            return super().source_items(specs, min_size, train)
         items = []
         for spec in specs:
             folder = _folder(spec, hp.data_root)
@@ -659,29 +662,33 @@ class DeblurDataModule(RestorationDataModule):
                                   partial(read_aligned, {"degraded": blurred, "target": sharp})))
                 continue
             window = self.frame_range[1]
-            stride = hp.frame_stride if min_size == hp.patch_size and self.train_set is None else window
+            stride = hp.frame_stride if train else window
             for video in frame_folders(folder):
                 for frames in frame_windows(video, window, stride):
-                    items.append((f"{video.name}/{frames[window // 2].name}", partial(read_aligned, {"frames": frames})))
+                    items.append((f"{video.name}/{frames[window // 2].name}",
+                                  partial(read_aligned, {"frames": frames})))
         return items
 
     def blur(self, batch: dict, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(blurred, sharp) of a batch, per its source."""
+        """(blurred, sharp) of a batch, per its source. Synthesised blur is made in the training colours, so
+        that training and evaluation pairs are made alike (the linear-light average does not commute with
+        a colour conversion)."""
         hp = self.hparams
         if "degraded" in batch:  # a real pair
             return batch["degraded"], batch["target"]
-        sharp = batch["frames"][:, self.frame_range[1] // 2] if "frames" in batch else batch["target"]
+        middle = self.frame_range[1] // 2  # of a window of frames
+        frames = to_channels(batch["frames"], hp.channels) if "frames" in batch else None
+        sharp = frames[:, middle] if frames is not None else to_channels(batch["target"], hp.channels)
         counts = _odd_counts(len(sharp), *self.frame_range, generator)
         blurred = torch.empty_like(sharp)
         for count in counts.unique().tolist():
             chosen = (counts == count).to(sharp.device)
-            if "frames" in batch:
-                middle = self.frame_range[1] // 2
-                window = batch["frames"][chosen, middle - count // 2 : middle + count // 2 + 1]
-                blurred[chosen] = d.average_frames(window, hp.gamma)
+            if frames is not None:
+                window = frames[chosen, middle - count // 2 : middle + count // 2 + 1]
+                blurred[chosen] = d.average_frames(window, hp.camera_gamma)
             else:
-                blurred[chosen] = d.synthetic_motion_blur(sharp[chosen], count, generator, hp.gamma, hp.max_shift,
-                                                          hp.max_rotation)[0]
+                blurred[chosen] = d.synthetic_motion_blur(sharp[chosen], count, generator, hp.camera_gamma,
+                                                          hp.max_shift, hp.max_rotation)[0]
         return blurred, sharp
 
     def degrade(self, batch: dict, generator: torch.Generator | None) -> dict:

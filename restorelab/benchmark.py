@@ -8,9 +8,10 @@ directly as Y, as the MATLAB scripts of the SR papers do (this gives the publish
 on Y are measured on the Y they output, as those scripts do; RGB nets on the Y of their RGB output.
 
 Denoising (σ = 15/25/50 on Set12, BSD68, CBSD68, Kodak24): white Gaussian noise added in float, unclipped, as
-in DnCNN's test code, drawn from a generator seeded per image name (``image_seed``), so every run sees the same
-noisy inputs. PSNR/SSIM on RGB for colour sets (CBSD68 convention), nothing shaved; the baseline is the noisy
-input exactly as the net receives it (float, unclipped), the nets' outputs are rounded to 8 bit.
+in DnCNN's test code, drawn as ``DenoiseDataModule`` draws its test pairs (a generator seeded per image name by
+``image_seed``), so every run, and ``restorelab test``, sees the same noisy inputs. PSNR/SSIM on RGB for colour
+sets (CBSD68 convention), nothing shaved; the baseline is the noisy input exactly as the net receives it (float,
+unclipped), the nets' outputs are rounded to 8 bit.
 
     restorelab benchmark --ckpt runs/srcnn/<id>/checkpoints/last.ckpt --sets Set5 Set14 --scales 2 3 4
     restorelab benchmark --ckpt dncnn.ckpt --sets Set12 BSD68 --sigmas 15 25 50
@@ -29,8 +30,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from datamodules.degradations import add_gaussian_noise, bicubic_downsample, bicubic_upsample, mod_crop, quantize
-from datamodules.restoration import image_seed
+from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import BENCHMARK_SETS, ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules import ifc as ifc_metric
 from lightning_modules.metrics import MS_SSIM_MIN_SIDE, ImageQuality, evaluation_view
@@ -77,9 +77,12 @@ def sr_input(hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def noisy_input(name: str, clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
-    """clean + N(0, (σ/255)²), unclipped; the noise depends only on (name, seed), so runs agree."""
-    generator = torch.Generator().manual_seed(image_seed(name, seed))
-    return add_gaussian_noise(clean, float(sigma), generator)
+    """clean + N(0, (σ/255)²), unclipped: exactly the validation/test input ``DenoiseDataModule`` makes for a file
+    of this name (its generator is seeded by ``image_seed(name, seed)``), so runs, and ``restorelab test``, agree."""
+    from datamodules.restoration import DenoiseDataModule
+
+    data = DenoiseDataModule(noise_sigma=float(sigma), channels="rgb" if clean.shape[1] == 3 else "gray", seed=seed)
+    return data.fixed_pairs({"target": clean, "name": [name]})["degraded"]
 
 
 def measure(pred: torch.Tensor, target: torch.Tensor, extra: bool) -> dict:
@@ -101,7 +104,7 @@ def evaluate_sr(bench: BenchmarkSet, scale: int, restorers: Sequence[Restorer], 
         lr, hr = sr_input(image, scale)
         target = evaluation_view(hr, scale)
         outputs = [(SR_BASELINE, lambda: bicubic_upsample(lr, scale))]
-        outputs += [(r.label, lambda r=r: r(lr, keep_colour=False)) for r in restorers]
+        outputs += [(r.label, lambda r=r: r.restore(lr)[1]) for r in restorers]
         for method, restore in outputs:
             scores = measure(evaluation_view(restore(), scale), target, extra)
             rows.append({"set": bench.name, "task": "sr", "scale": scale, "sigma": 0, "method": method,
@@ -159,6 +162,7 @@ def run_benchmark(restorers: Sequence[Restorer], sets: Sequence[str] | None = No
     A checkpoint is evaluated only at its own scale (a note says where it was skipped); one whose colour
     space cannot take a set's images raises ``CheckpointError`` before anything runs.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     task = infer_task(restorers, sets) if task == "auto" else task
@@ -168,30 +172,28 @@ def run_benchmark(restorers: Sequence[Restorer], sets: Sequence[str] | None = No
         notes += [note] if note else []
     benches = [load_set(s, data_root) for s in sets]
     levels = list(scales if task == "sr" else sigmas)
-    plan = []  # (set, level, restorers that run there)
+    fits = lambda r, level: r.scale == level if task == "sr" else r.scale == 1  # noqa: E731
     for r in restorers:
-        own = [s for s in levels if s == r.scale] if task == "sr" else (levels if r.scale == 1 else [])
+        own = [level for level in levels if fits(r, level)]
         if not own:
             kind = f"a x{r.scale} SR checkpoint" if r.scale > 1 else "a scale-1 (denoising) checkpoint"
             asked = ", ".join(f"x{s}" for s in levels) if task == "sr" else "denoising"
             notes.append(f"{r.label}: {kind}, not evaluated ({asked} asked)")
-        elif len(own) < len(levels):
+            continue
+        if len(own) < len(levels):
             notes.append(f"{r.label}: a x{r.scale} checkpoint, evaluated at x{r.scale} only")
         for bench in benches:
             for c in sorted({img.shape[1] for _, img in bench.images}):
                 r.check_input(c, what=f"images of {bench.name}")
-    for bench in benches:
-        for level in levels:
-            fitting = [r for r in restorers if (r.scale == level if task == "sr" else r.scale == 1)]
-            plan.append((bench, level, fitting))
+    plan = [(bench, level, [r for r in restorers if fits(r, level)]) for bench in benches for level in levels]
 
     rows: list[dict] = []
     total = sum(len(b.images) * (1 + len(fitting)) for b, _, fitting in plan)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
         job = bar.add_task("benchmark", total=total)
         for bench, level, fitting in plan:
-            bar.update(job, description=f"{bench.name} {'x' if task == 'sr' else 'σ='}{level}")
+            bar.update(job, description=f"{bench.name} {'x' if task == 'sr' else 'σ='}{level:g}")
             advance = lambda: bar.advance(job)  # noqa: E731
             if task == "sr":
                 rows += evaluate_sr(bench, level, fitting, extra_metrics, advance)

@@ -148,6 +148,7 @@ TOOLS = {
     "slurm": "restorelab.slurm",
     "report": "restorelab.report",
     "bench": "restorelab.bench",
+    "models": "restorelab.model_table",
 }
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Sequence
 
 import cv2
-import numpy as np
 import torch
 from torch import nn
 
@@ -71,22 +70,25 @@ class Restorer:
             out = self_ensemble(self.net, x, run) if self.ensemble else run(x)
         return out.cpu()
 
-    def __call__(self, degraded: torch.Tensor, keep_colour: bool = True) -> torch.Tensor:
-        """``keep_colour=False`` returns only the Y a "y" net computed for a colour image, which is what the
-        SR papers measure (their scripts never rebuild RGB)."""
+    def restore(self, degraded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(restored image in the input's colours, what the SR papers measure of it): the second is the Y a
+        "y" net computed for a colour image (their scripts never rebuild RGB), else the image itself."""
         c = degraded.shape[-3]
         self.check_input(c)
         if self.channels == "rgb":
             out = self.forward(to_channels(degraded, "rgb"))
-            return to_channels(out, "gray") if c == 1 else out
+            out = to_channels(out, "gray") if c == 1 else out
+            return out, out
         if c == 1:
-            return self.forward(degraded)
+            out = self.forward(degraded)
+            return out, out
         ycbcr = rgb_to_ycbcr(degraded)
         y = self.forward(ycbcr[:, :1])
-        if not keep_colour:
-            return y
         chroma = bicubic_upsample(ycbcr[:, 1:], self.scale) if self.scale > 1 else ycbcr[:, 1:]
-        return ycbcr_to_rgb(torch.cat([y, chroma], dim=1))
+        return ycbcr_to_rgb(torch.cat([y, chroma], dim=1)), y
+
+    def __call__(self, degraded: torch.Tensor) -> torch.Tensor:
+        return self.restore(degraded)[0]
 
 
 def _checkpoint_label(path: Path, net: nn.Module) -> str:
@@ -109,8 +111,11 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever torch says, the user needs one line naming the file
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "net" not in ckpt.get("hyper_parameters", {}):
-        raise CheckpointError(f"{path}: not a restorelab checkpoint (no state_dict / hyper_parameters.net)")
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{path}: not a restorelab checkpoint (no state_dict / hyper_parameters)")
+    if "net" not in ckpt["hyper_parameters"]:
+        raise CheckpointError(f"{path}: its hyper_parameters do not record the net (saved by an older restorelab); "
+                              "retrain it")
     try:
         module = RestorationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -171,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, help="checkpoint saved by `restorelab fit`")
     parser.add_argument("--input", required=True, help="image file, folder, or source spec (skimage:val, ...)")
     parser.add_argument("--output", required=True, help="folder for the restored PNGs")
-    parser.add_argument("--scale", type=int, default=None, help="expected SR factor; refused if the checkpoint's differs")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="expected SR factor; refused if the checkpoint's differs")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile side in input pixels (0: whole image)")
     parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -1,5 +1,7 @@
 """Run sweep trials on Slurm: one job-array task per trial, requeue-safe.
 
+    restorelab slurm sweeps/srcnn_filters.yaml --out runs --time 04:00:00 --gpus-per-node 1 --submit --wait
+
 Each task reads its line of a trials file (run dir + argv), exports `RESTORELAB_RUN_DIR`, and starts
 the command with `srun`, so Lightning sees the Slurm ranks (`--ntasks-per-node` = devices) and its
 SLURMEnvironment handles `--signal=SIGUSR1@90` (delivered to srun steps only, not to the batch shell):
@@ -10,7 +12,10 @@ polls at 2, 10, 42 s, then every 32 s).
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 import re
 import shlex
 import subprocess
@@ -18,7 +23,7 @@ import time as _time
 from pathlib import Path
 from typing import Sequence
 
-from restorelab.sweep import HPC_CKPT_GLOB, LAST_CKPT, Trial
+from restorelab.sweep import HPC_CKPT_GLOB, LAST_CKPT, Trial, load_sweep, plan_trials, print_report, save_sweep
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
@@ -154,3 +159,53 @@ def wait(job_id: str, timeout: float = 24 * 3600, poll: float = 1.0) -> dict[str
             raise TimeoutError(f"job {job_id} still active after {timeout} s: {active}")
         _time.sleep(poll)
     return job_states(job_id) or _accounting_states(job_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`restorelab slurm SWEEP [options] [-- extra trial args]`: write the array job (and its trials
+    file) into the sweep's run dir and print its path; `--submit` sbatches it, `--wait` also waits for
+    every task, then prints their states and the sweep's report table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="restorelab slurm", description=main.__doc__.split(":", 1)[1].strip(),
+                                     usage="%(prog)s SWEEP [options] [-- extra trial args]")
+    parser.add_argument("sweep", help="a sweep YAML (sweeps/*.yaml)")
+    parser.add_argument("--out", default="runs", help="trials go to OUT/<sweep name>/<trial id>")
+    parser.add_argument("--max-trials", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--job-name")
+    parser.add_argument("--partition")
+    parser.add_argument("--account")
+    parser.add_argument("--time", default="01:00:00", help="per task; a requeued task starts a new one")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--devices", type=int, default=1,
+                        help="srun tasks per node = trainer devices (also pass -- --trainer.devices=N)")
+    parser.add_argument("--gpus-per-node", type=int, default=0)
+    parser.add_argument("--cpus-per-task", type=int, default=1)
+    parser.add_argument("--mem")
+    parser.add_argument("--max-parallel", type=int, help="at most this many trials at once (--array=...%%N)")
+    parser.add_argument("--submit", action="store_true")
+    parser.add_argument("--wait", action="store_true", help="with --submit: wait, then print the report")
+    args = parser.parse_args(argv)
+
+    sweep = load_sweep(args.sweep)
+    trials = plan_trials(sweep, args.out, max_trials=args.max_trials, seed=args.seed, extra_args=extra)
+    sweep_dir = trials[0].run_dir.parent
+    save_sweep(sweep, sweep_dir)
+    name = args.job_name or sweep_dir.name
+    script = write_sbatch(trials, sweep_dir / f"{name}.sbatch", job_name=name, partition=args.partition,
+                          account=args.account, time=args.time, nodes=args.nodes, devices=args.devices,
+                          gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, mem=args.mem,
+                          max_parallel=args.max_parallel)
+    print(script)
+    if not args.submit:
+        return 0
+    job = submit(script)
+    print(f"submitted job {job}")
+    if not args.wait:
+        return 0
+    states = wait(job)
+    print(json.dumps(states, indent=1))
+    print_report(args.sweep, args.out, [t.trial_id for t in trials])
+    return int(any(s != "COMPLETED" for s in states.values()))

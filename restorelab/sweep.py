@@ -11,9 +11,10 @@ checkpoint. The command template follows W&B's agent exactly (wandb/wandb_agent.
 and wandb/sdk/launch/sweeps/utils.py, `create_sweep_command_args`), so a YAML that works offline works
 online unchanged.
 
-    python -m restorelab.sweep local sweeps/srcnn_filters.yaml --out runs [-- --trainer.max_epochs=2]
-    python -m restorelab.sweep slurm sweeps/srcnn_filters.yaml --out runs --time 04:00:00 --submit
-    python -m restorelab.sweep wandb sweeps/srcnn_filters.yaml --project restorelab --count 8
+    restorelab sweep run sweeps/srcnn_filters.yaml      # W&B agent with a key, else local; then the table
+    restorelab sweep local sweeps/srcnn_filters.yaml --out runs [-- --trainer.max_epochs=2]
+    restorelab sweep wandb sweeps/srcnn_filters.yaml --project restorelab --count 8
+    restorelab slurm sweeps/srcnn_filters.yaml --out runs --time 04:00:00 --submit  # restorelab.slurm
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def plan_trials(sweep: str | Path | dict, out_dir: str | Path, *, max_trials: in
                 seed: int = 0, extra_args: Sequence[str] = (), interpreter: str = sys.executable) -> list[Trial]:
     """Expand a sweep into trials with their run dirs `<out_dir>/<sweep name>/<trial id>` and argv."""
     sweep = load_sweep(sweep) if isinstance(sweep, (str, Path)) else sweep
-    root = Path(out_dir).absolute() / _safe_name(sweep.get("name", "sweep"))
+    root = sweep_dir(sweep, out_dir)
     trials = []
     for params in expand(sweep, max_trials=max_trials, seed=seed):
         tid = trial_id(params, extra_args)
@@ -377,14 +378,22 @@ def trial_env(trial: Trial) -> dict:
     return env
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "sweep"
+def sweep_dir(sweep: dict, out_dir: str | Path) -> Path:
+    """Where a sweep's trials live: `<out_dir>/<sweep name>` (the name made safe for a path)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(sweep.get("name", "sweep"))).strip("_") or "sweep"
+    return Path(out_dir).absolute() / name
+
+
+def save_sweep(sweep: dict, directory: Path) -> None:
+    """Keep the sweep's spec beside its trials, so `restorelab report <dir>` knows its metric."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sweep.json").write_text(json.dumps(sweep, indent=1, default=str))
 
 
 # ------------------------------------------------------------------------------------ local runner
 
 
-def run_local(sweep_path: str | Path, out_dir: str | Path, max_trials: int | None = None,
+def run_local(sweep_path: str | Path | dict, out_dir: str | Path, max_trials: int | None = None,
               extra_args: Sequence[str] = (), seed: int = 0, cwd: str | Path | None = None) -> list[TrialResult]:
     """Run the trials one after another; a failure is recorded and the sweep goes on.
 
@@ -392,11 +401,12 @@ def run_local(sweep_path: str | Path, out_dir: str | Path, max_trials: int | Non
     `trials.jsonl` (one line per attempt) and `summary.json` (latest state of every trial). Trials
     recorded as ok are skipped on a rerun; the others run again and resume from their checkpoint.
     """
-    trials = plan_trials(sweep_path, out_dir, max_trials=max_trials, seed=seed, extra_args=extra_args)
+    sweep = load_sweep(sweep_path) if isinstance(sweep_path, (str, Path)) else sweep_path
+    trials = plan_trials(sweep, out_dir, max_trials=max_trials, seed=seed, extra_args=extra_args)
     if not trials:
         return []
     sweep_dir = trials[0].run_dir.parent
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    save_sweep(sweep, sweep_dir)
     summary_path = sweep_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     results = []
@@ -409,6 +419,9 @@ def run_local(sweep_path: str | Path, out_dir: str | Path, max_trials: int | Non
         result = _run_trial(trial, cwd)
         print(f"[sweep] {i}/{len(trials)} {trial.trial_id} {result.status} (rc {result.returncode})",
               file=sys.stderr, flush=True)
+        if result.status != "ok":  # say why here; the whole log stays in the run dir
+            tail = "\n".join("    " + line for line in result.stderr_tail.splitlines()[-5:])
+            print(f"{tail}\n    (log: {trial.run_dir / 'stderr.log'})", file=sys.stderr, flush=True)
         record = asdict(result)
         record.pop("skipped")
         with open(sweep_dir / "trials.jsonl", "a") as f:
@@ -464,6 +477,14 @@ def parse_sweep_id(output: str) -> str:
     return match.group(1)
 
 
+def agent_env() -> dict:
+    """The agent runs `${interpreter}` as plain `python` from PATH; put this interpreter's bin dir
+    first, so trials run in the environment that has restorelab even when it is not activated."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def run_wandb(sweep_path: str | Path, project: str, entity: str | None = None, count: int | None = None) -> str:
     """Register the sweep on the W&B server and run one agent here (one trial process at a time,
     `count` trials). Needs WANDB_API_KEY; returns the sweep id."""
@@ -472,70 +493,66 @@ def run_wandb(sweep_path: str | Path, project: str, entity: str | None = None, c
     if made.returncode != 0:
         raise RuntimeError(f"`wandb sweep` failed (rc {made.returncode}):\n{made.stderr[-2000:]}")
     sweep_id = parse_sweep_id(made.stdout + made.stderr)
-    subprocess.run(wandb_agent_command(sweep_id, project, entity, count), check=True)
+    subprocess.run(wandb_agent_command(sweep_id, project, entity, count), check=True, env=agent_env())
     return sweep_id
 
 
 # ------------------------------------------------------------------------------------ CLI
 
 
+def print_report(sweep_path: str | Path, out_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None:
+    """The table of these trials (restorelab.report) at the end of a run; a report error never hides
+    the trials' own outcome."""
+    from restorelab import report
+
+    try:
+        report.report([str(sweep_path)], runs_dir=out_dir, trial_ids=trial_ids)
+    except Exception as err:  # noqa: BLE001 - the trials are done; say why there is no table
+        print(f"[sweep] no report: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["slurm"]:  # `restorelab slurm` owns its options
+        from restorelab import slurm
+
+        return slurm.main(argv[1:])
     # everything after `--` is appended to every trial's command
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m restorelab.sweep", description=__doc__.split("\n\n")[0],
-                                     usage="%(prog)s {local,slurm,wandb} SWEEP [options] [-- extra trial args]")
+    parser = argparse.ArgumentParser(
+        prog="restorelab sweep", description=__doc__.split("\n\n")[0],
+        usage="%(prog)s {run,local,wandb,slurm} SWEEP [options] [-- extra trial args]",
+        epilog="run: W&B agent when a W&B key is configured, else local; then the report table. "
+               "slurm: see `restorelab slurm --help`.")
     sub = parser.add_subparsers(dest="mode", required=True)
-    for mode in ("local", "slurm"):
+    for mode in ("run", "local", "wandb"):
         p = sub.add_parser(mode)
         p.add_argument("sweep")
-        p.add_argument("--out", default="runs")
-        p.add_argument("--max-trials", type=int)
-        p.add_argument("--seed", type=int, default=0)
-    slurm = sub.choices["slurm"]
-    slurm.add_argument("--job-name")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--account")
-    slurm.add_argument("--time", default="01:00:00")
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--devices", type=int, default=1)
-    slurm.add_argument("--gpus-per-node", type=int, default=0)
-    slurm.add_argument("--cpus-per-task", type=int, default=1)
-    slurm.add_argument("--mem")
-    slurm.add_argument("--submit", action="store_true")
-    slurm.add_argument("--wait", action="store_true")
-    online = sub.add_parser("wandb")
-    online.add_argument("sweep")
-    online.add_argument("--project", required=True)
-    online.add_argument("--entity")
-    online.add_argument("--count", type=int)
+        if mode != "wandb":
+            p.add_argument("--out", default="runs", help="trials go to OUT/<sweep name>/<trial id>")
+            p.add_argument("--max-trials", type=int)
+            p.add_argument("--seed", type=int, default=0)
+        if mode != "local":
+            p.add_argument("--project", default="restorelab")
+            p.add_argument("--entity")
+            p.add_argument("--count", type=int)
+    sub.choices["run"].add_argument("--offline", action="store_true", help="run locally even with a W&B key")
     args = parser.parse_args(argv)
 
-    if args.mode == "wandb":
-        run_wandb(args.sweep, args.project, args.entity, args.count)
-        return 0
-    if args.mode == "local":
-        results = run_local(args.sweep, args.out, args.max_trials, extra, seed=args.seed)
-        return int(any(r.status != "ok" for r in results))
+    if args.mode == "wandb" or (args.mode == "run" and wandb_key_available() and not args.offline):
+        if extra:
+            parser.error("extra trial args (after --) apply to local and Slurm runs; with W&B, edit the YAML")
+        sweep_id = run_wandb(args.sweep, args.project, args.entity, args.count)
+        from restorelab import report
 
-    from restorelab import slurm as slurm_mod
+        import wandb
 
-    trials = plan_trials(args.sweep, args.out, max_trials=args.max_trials, seed=args.seed, extra_args=extra)
-    name = args.job_name or trials[0].run_dir.parent.name
-    script = slurm_mod.write_sbatch(
-        trials, trials[0].run_dir.parent / f"{name}.sbatch", job_name=name, partition=args.partition,
-        account=args.account, time=args.time, nodes=args.nodes, devices=args.devices,
-        gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, mem=args.mem)
-    print(script)
-    if args.submit:
-        job = slurm_mod.submit(script)
-        print(f"submitted job {job}")
-        if args.wait:
-            states = slurm_mod.wait(job)
-            print(json.dumps(states, indent=1))
-            return int(any(s != "COMPLETED" for s in states.values()))
-    return 0
+        path = f"{args.entity or wandb.Api().default_entity}/{args.project}/{sweep_id}"
+        return report.main(["--wandb-sweep", path, "--out", str(Path(getattr(args, "out", "runs")) / "reports")])
+    results = run_local(args.sweep, args.out, args.max_trials, extra, seed=args.seed)
+    print_report(args.sweep, args.out, [r.trial_id for r in results])
+    return int(any(r.status != "ok" for r in results))
 
 
 if __name__ == "__main__":

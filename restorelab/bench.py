@@ -1,0 +1,125 @@
+"""``restorelab bench``: can on-the-fly synthesis keep up with training?
+
+Pairs synthesised per second for each degradation (``restorelab.bench_degradations``: a batch of RGB crops
+already on the device, per-image random draws included) beside the samples per second that training steps
+of SRCNN and VDSR consume (forward + backward + Adam step on Y patches of the same size), on this CPU and
+on CUDA when there is one. Printed and written as a markdown table.
+
+    restorelab bench [--batch 16] [--patch 48] [--seconds 1] [--out runs/bench/synthesis.md]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_modules.nets.srcnn import SRCNN
+from lightning_modules.nets.vdsr import VDSR
+from restorelab.bench_degradations import KINDS, measure_synthesis_rate
+
+SYNTHESIS_LABELS = {
+    "bicubic": "bicubic ↓4",
+    "blur_bicubic": "random Gaussian + bicubic ↓4 + noise",
+    "noise": "Gaussian noise, blind σ",
+    "jpeg": "JPEG q 10-95 (libjpeg, CPU)",
+    "motion_frames": "synthetic motion blur, 7-13 frames",
+}
+# the papers' nets at their published sizes, on the Y channel
+NETS = {"SRCNN 9-5-5": lambda: SRCNN(init_std=None), "VDSR 20 layers": VDSR}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_training_rate(name: str, device: str = "cpu", batch: int = 16, patch: int = 48,
+                          seconds: float = 1.0) -> float:
+    """Samples per second of full training steps of ``NETS[name]``: one untimed warm-up step, then as many
+    as fit in ``seconds`` (at least one)."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    net = NETS[name]().to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.rand(batch, 1, patch, patch, generator=generator).to(device)
+    target = torch.rand(batch, 1, patch, patch, generator=generator).to(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(net(x), target).backward()
+        optimizer.step()
+
+    step()
+    _sync(device)
+    steps, start = 0, time.perf_counter()
+    while steps == 0 or time.perf_counter() - start < seconds:
+        step()
+        steps += 1
+    _sync(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run(devices: list[str], batch: int, patch: int, seconds: float) -> list[tuple[str, dict[str, float]]]:
+    """(row label, {device: rate}) for every degradation and net."""
+    rows = []
+    for kind in KINDS:
+        rates = {dev: measure_synthesis_rate(kind, dev, batch, patch, seconds) for dev in devices}
+        rows.append((f"synthesis: {SYNTHESIS_LABELS.get(kind, kind)}", rates))
+    for name in NETS:
+        rates = {dev: measure_training_rate(name, dev, batch, patch, seconds) for dev in devices}
+        rows.append((f"training step: {name}", rates))
+    return rows
+
+
+def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch: int, patch: int) -> str:
+    lines = [
+        "# On-the-fly synthesis vs training consumption",
+        "",
+        f"`restorelab bench`, torch {torch.__version__}, batch {batch}, HR patch {patch}×{patch}; "
+        "synthesis rows: (degraded, clean) RGB pairs/s; training rows: samples/s of forward + backward + "
+        "Adam on Y patches. Synthesis keeps up with a net while its rate is above the net's.",
+        "",
+        "| | " + " | ".join(f"{dev} ({device_name(dev)})" for dev in devices) + " |",
+        "|---|" + "---:|" * len(devices),
+    ]
+    lines += [f"| {label} | " + " | ".join(f"{rates[dev]:,.0f}" for dev in devices) + " |" for label, rates in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="restorelab bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=48, help="HR patch side, a multiple of 4, >= 12 (default 48)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per row and device")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    parser.add_argument("--out", default="runs/bench/synthesis.md", help="markdown file to write")
+    args = parser.parse_args(argv)
+    if args.patch % 4 or args.patch < 12:
+        parser.error(f"--patch={args.patch} must be a multiple of 4 (the benchmark downsamples by 4) and at least "
+                     f"12 (its Gaussian kernels are 21×21)")
+    if args.batch < 1:
+        parser.error(f"--batch={args.batch} must be positive")
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        if dev not in ("cpu", "cuda") or (dev == "cuda" and not torch.cuda.is_available()):
+            parser.error(f"--devices: {dev!r} is not available here (cpu, or cuda on a GPU machine)")
+    table = markdown(run(devices, args.batch, args.patch, args.seconds), devices, args.batch, args.patch)
+    print(table, end="")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

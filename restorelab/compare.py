@@ -1,0 +1,157 @@
+"""``restorelab compare``: one figure of zoomed crops side by side (HR | baseline | each checkpoint), each captioned
+with its PSNR, for a chosen image and region.
+
+    restorelab compare --image ../shared/datasets/Set5/butterfly.png --box 100 80 64 64 \
+        --ckpt runs/srcnn/<id>/checkpoints/last.ckpt --scale 3 --out butterfly_x3.png
+
+The inputs are made as ``restorelab benchmark`` makes them (SR: 8-bit MATLAB bicubic LR of the mod-cropped
+HR; denoising with ``--sigma``: the same seeded noise), and the captions give the benchmark's whole-image
+PSNR and, in brackets, the PSNR of the crop alone (same colour space, nothing shaved). ``--box x y w h`` is in
+HR pixels; every crop is shown with nearest-neighbour zoom so that its longer side is ``--panel`` pixels.
+The PNG is exactly ``n·panel_w + (n+1)·GAP`` × ``TITLE + panel_h + CAPTION`` pixels for n panels.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from datamodules.degradations import bicubic_upsample, quantize
+from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
+from lightning_modules.metrics import evaluation_view, psnr_ssim
+from restorelab.benchmark import noisy_input, sr_input
+from restorelab.predict import DEFAULT_TILE, CheckpointError, load_restorer, pick_device
+
+GAP, TITLE, CAPTION = 8, 28, 44  # pixels: between panels, above them (protocol line), below them (captions)
+DPI = 100
+
+
+def resolve_image(spec: str, data_root: str | Path | None = None) -> Path:
+    """A file, ``skimage:<photo>``, or ``benchmark:<Set>/<file>`` below the benchmark folder."""
+    if spec.startswith("benchmark:"):
+        return dataset_root(data_root) / spec.partition(":")[2]
+    paths = resolve_source(spec, data_root)
+    if len(paths) != 1:
+        raise ImageSourceError(f"{spec}: names {len(paths)} images; compare takes one")
+    return paths[0]
+
+
+def panel_size(box_w: int, box_h: int, panel: int) -> tuple[int, int]:
+    longest = max(box_w, box_h)
+    return max(1, round(panel * box_w / longest)), max(1, round(panel * box_h / longest))
+
+
+def draw(panels: Sequence[tuple[str, torch.Tensor]], out: str | Path, panel: int = 256, title: str = "") -> None:
+    """Save crops (1×C×h×w each, one size) side by side with their captions, at exact pixel positions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = panels[0][1].shape[-2:]
+    pw, ph = panel_size(w, h, panel)
+    n = len(panels)
+    width, height = n * pw + (n + 1) * GAP, TITLE + ph + CAPTION
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    fig.text(0.5, 1 - TITLE / 2 / height, title, ha="center", va="center", fontsize=9)
+    for i, (caption, crop) in enumerate(panels):
+        left = GAP + i * (pw + GAP)
+        ax = fig.add_axes((left / width, CAPTION / height, pw / width, ph / height))
+        pixels = quantize(crop[0]).permute(1, 2, 0).numpy()
+        gray = pixels.shape[2] == 1
+        ax.imshow(pixels[:, :, 0] if gray else pixels, cmap="gray" if gray else None, vmin=0, vmax=1,
+                  interpolation="nearest", aspect="auto")
+        ax.set_axis_off()
+        fig.text((left + pw / 2) / width, (CAPTION - 4) / height, caption, ha="center", va="top", fontsize=8)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)  # no bbox_inches="tight": the size stays what was computed above
+    plt.close(fig)
+
+
+def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[str | Path], out: str | Path,
+            scale: int | None = None, sigma: float | None = None, names: Sequence[str] | None = None,
+            panel: int = 256, tile: int = DEFAULT_TILE, device: str = "auto") -> list[tuple[str, float, float]]:
+    """Write the figure; returns (caption name, whole-image PSNR, crop PSNR) per panel after HR."""
+    restorers = [load_restorer(p, pick_device(device), tile) for p in ckpts]
+    for r, name in zip(restorers, names or []):
+        r.label = name
+    image = Path(image)
+    clean = read_image(image)[None]
+    if sigma is None:
+        scale = scale or (restorers[0].scale if restorers else 3)
+        for r in restorers:
+            if r.scale != scale:
+                raise CheckpointError(f"{r.path}: checkpoint is x{r.scale}, but --scale {scale} was asked")
+        degraded, clean = sr_input(clean, scale)
+        base_name, base = "Bicubic", quantize(bicubic_upsample(degraded, scale))
+        shave, y_channel = scale, True
+        title = f"x{scale}: PSNR on Y (BT.601), border shaved by {scale}; crop PSNR in brackets"
+    else:
+        for r in restorers:
+            if r.scale != 1:
+                raise CheckpointError(f"{r.path}: a x{r.scale} SR checkpoint, not a denoiser (--sigma given)")
+        degraded = noisy_input(image.name, clean, sigma)
+        base_name, base = f"Noisy (σ={sigma:g})", degraded
+        shave, y_channel = 0, False
+        title = f"σ={sigma:g}: PSNR on RGB (gray as is); crop PSNR in brackets"
+    x, y, w, h = box
+    height, width = clean.shape[-2:]
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(f"--box {x} {y} {w} {h} is not inside the {width}x{height} image {image}")
+    for r in restorers:
+        r.check_input(clean.shape[1], what=f"image {image}")
+
+    crop = lambda t: t[..., y : y + h, x : x + w]  # noqa: E731
+    # (caption name, image shown, what is measured, rounded to 8 bit before measuring?) as the benchmark does;
+    # the noisy input is measured unrounded, as the nets receive it
+    outputs = [(base_name, base, base, sigma is None)]
+    for r in restorers:
+        shown, measured = r.restore(degraded)
+        outputs.append((r.label, shown, measured if sigma is None else shown, True))
+    panels, scores = [("HR" if sigma is None else "clean", crop(clean))], []
+    for name, shown, measured, rounded in outputs:
+        view = lambda t, border: evaluation_view(t, border, y_channel, round_to_8bit=rounded)  # noqa: E731
+        whole = psnr_ssim(view(measured, shave), view(clean, shave))[0]
+        local = psnr_ssim(view(crop(measured), 0), view(crop(clean), 0))[0]
+        panels.append((f"{name}\n{whole:.2f} dB ({local:.2f} dB)", crop(shown)))
+        scores.append((name, whole, local))
+    draw(panels, out, panel, title)
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="restorelab compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", required=True,
+                        help="HR / clean image: a file, skimage:<photo>, benchmark:Set5/bird.png")
+    parser.add_argument("--box", nargs=4, type=int, required=True, metavar=("X", "Y", "W", "H"),
+                        help="region, in HR pixels")
+    parser.add_argument("--ckpt", nargs="*", default=[], help="checkpoints, one panel each")
+    parser.add_argument("--names", nargs="*", default=None, help="captions for the checkpoints, in order")
+    parser.add_argument("--scale", type=int, default=None, help="SR factor (default: the checkpoints', else 3)")
+    parser.add_argument("--sigma", type=float, default=None, help="denoising instead of SR: noise level (0..255)")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--panel", type=int, default=256, help="longer side of each zoomed crop, pixels")
+    parser.add_argument("--data_root", default=None)
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    if args.scale is not None and args.sigma is not None:
+        parser.error("give --scale (SR) or --sigma (denoising), not both")
+    try:
+        image = resolve_image(args.image, args.data_root)
+        scores = compare(image, tuple(args.box), args.ckpt, args.out, args.scale, args.sigma, args.names,
+                         args.panel, args.tile, args.device)
+    except (CheckpointError, ImageSourceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, whole, local in scores:
+        print(f"{name}: {whole:.2f} dB (crop {local:.2f} dB)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

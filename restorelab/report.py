@@ -1,0 +1,341 @@
+"""Paper-style results of a sweep: one markdown table per ablation (final and best validation PSNR per
+setting, beside the bicubic baseline) and one figure of validation PSNR against training step per setting,
+as in the SRCNN paper's ablation figures.
+
+Runs come from the sweep's local run directories (`<runs>/<sweep name>/<trial id>/`: `params.json` and
+`csv/metrics.csv`, written by `restorelab sweep` locally or on Slurm), or, for a sweep run by W&B agents,
+from the W&B API. `--wandb-report` pushes the same content as a W&B report (needs `wandb-workspaces`).
+
+    restorelab report sweeps/srcnn_filters_cpu.yaml [more sweeps or sweep dirs] --runs runs --out reports
+    restorelab report --wandb-sweep ENTITY/PROJECT/SWEEP_ID --out reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from restorelab.sweep import SweepConfigError, load_sweep, sweep_dir
+
+DEFAULT_METRIC = "val/psnr_y"
+
+
+@dataclass
+class Run:
+    """One trial of a sweep: its parameters and its validation curve [(step, value), ...]."""
+
+    name: str
+    params: dict
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    baseline: float | None = None  # the bicubic (or noisy-input) value on the same images
+    status: str = "?"
+    config: dict = field(default_factory=dict)  # the run's resolved LightningCLI config, when known
+
+    @property
+    def final(self) -> float | None:
+        return self.curve[-1][1] if self.curve else None
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        return max(self.curve, key=lambda p: p[1]) if self.curve else None
+
+
+def baseline_key(metric: str) -> str:
+    """val/psnr_y -> val/baseline_psnr_y, the name RestorationModule logs the baseline under."""
+    stage, _, name = metric.rpartition("/")
+    return f"{stage}/baseline_{name}" if stage else f"baseline_{name}"
+
+
+# ------------------------------------------------------------------------------------ reading runs
+
+
+def read_curve(metrics_csv: Path, metric: str) -> tuple[list[tuple[int, float]], float | None]:
+    """(training steps done, metric) of every validation row of a CSVLogger file, and the baseline.
+    Lightning logs a validation at the index of the last training batch, hence the + 1. A resumed run
+    may log a step twice; the later row wins."""
+    points, baseline = {}, None
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            value = row.get(metric)
+            if value not in (None, ""):
+                points[int(row["step"]) + 1] = float(value)
+                base = row.get(baseline_key(metric))
+                if base not in (None, ""):
+                    baseline = float(base)
+    return sorted(points.items()), baseline
+
+
+def load_local_runs(sweep_dir: str | Path, metric: str = DEFAULT_METRIC,
+                    trial_ids: Sequence[str] | None = None) -> list[Run]:
+    """The trials under a sweep directory (those of `trial_ids`, else every subdirectory with a
+    `params.json`), in the order of `summary.json` (the sweep's grid order) when the local runner wrote one."""
+    sweep_dir = Path(sweep_dir)
+    summary_path = sweep_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    dirs = sorted(p.parent for p in sweep_dir.glob("*/params.json")
+                  if trial_ids is None or p.parent.name in trial_ids)
+    order = {tid: i for i, tid in enumerate(summary)}
+    dirs.sort(key=lambda d: order.get(d.name, len(order)))
+    runs = []
+    for run_dir in dirs:
+        metrics = run_dir / "csv" / "metrics.csv"
+        curve, baseline = read_curve(metrics, metric) if metrics.exists() else ([], None)
+        status = summary.get(run_dir.name, {}).get("status")
+        if status is None:  # a Slurm task, or a trial still running: judge by what it left
+            status = "ok" if (run_dir / "test_results.csv").exists() else ("partial" if curve else "no metrics")
+        config_path = run_dir / "csv" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+        runs.append(Run(run_dir.name, json.loads((run_dir / "params.json").read_text()), curve, baseline,
+                        status, config or {}))
+    return runs
+
+
+def load_wandb_runs(sweep_path: str, metric: str = DEFAULT_METRIC) -> tuple[dict, list[Run]]:
+    """(sweep config, runs) of a sweep on the W&B server ("entity/project/sweep_id"); needs a key.
+
+    Under `wandb agent` each run's config holds the sweep parameters under their dotted names, and
+    Lightning's WandbLogger logs every metric with `trainer/global_step`."""
+    import wandb
+
+    sweep = wandb.Api().sweep(sweep_path)
+    names = list((sweep.config or {}).get("parameters", {}))
+    runs = []
+    for run in sweep.runs:
+        curve, baseline = {}, None
+        for row in run.scan_history(keys=["trainer/global_step", metric]):
+            curve[int(row["trainer/global_step"]) + 1] = float(row[metric])  # as read_curve
+        for row in run.scan_history(keys=[baseline_key(metric)], page_size=1):
+            baseline = float(row[baseline_key(metric)])
+            break
+        status = {"finished": "ok", "failed": "failed", "crashed": "failed"}.get(run.state, run.state)
+        runs.append(Run(run.name or run.id, {k: run.config.get(k) for k in names}, sorted(curve.items()),
+                        baseline, status, {}))
+    return {"name": sweep.name or sweep.id, **(sweep.config or {})}, runs
+
+
+# ------------------------------------------------------------------------------------ labels
+
+
+def _flatten(key: str, value) -> dict:
+    """Dotted leaves of a parameter value: dicts (e.g. a whole `net.init_args`) and YAML mappings given
+    as strings (e.g. an inline `--config`) are opened up, so a label can name what actually changed."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    if isinstance(value, dict):
+        prefix = "" if key == "config" else f"{key}."
+        return {k: v for sub, item in value.items() for k, v in _flatten(f"{prefix}{sub}", item).items()}
+    return {key: value}
+
+
+def _format_value(value) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return "-".join(map(str, value))  # kernel sizes 9-1-5, filters 64-32: the paper's notation
+    if isinstance(value, list):
+        return "+".join(map(str, value))  # several sources: benchmark:T91+skimage:train
+    return str(value)
+
+
+def setting_labels(runs: Sequence[Run]) -> list[str]:
+    """A short label per run naming only the parameters that differ between the runs."""
+    flat = [{k: _format_value(v) for key, value in r.params.items() for k, v in _flatten(key, value).items()}
+            for r in runs]
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({f.get(k) for f in flat}) > 1]
+    if not varying:
+        return [r.name for r in runs]
+    parts = [[p for p in k.split(".") if p != "init_args"] for k in varying]
+    short = [p[-1] for p in parts]
+    # two parameters with the same last name (data.channels, net.channels) keep one more level
+    short = [".".join(p[-2:]) if short.count(s) > 1 else s for p, s in zip(parts, short)]
+    return [", ".join(f"{s}={f.get(k, '-')}" for s, k in zip(short, varying)) for f in flat]
+
+
+def protocol(runs: Sequence[Run], metric: str) -> str:
+    """One line saying what the numbers measure, from the first run's saved config."""
+    config = next((r.config for r in runs if r.config), {})
+    data = (config.get("data") or {}).get("init_args") or {}
+    scale = data.get("scale")
+    space = metric.rsplit("_", 1)[-1].upper() if "_" in metric else ""  # val/psnr_y -> Y
+    parts = []
+    if data.get("val"):
+        parts.append("validated on " + ", ".join(map(str, data["val"])))
+    if data.get("train"):
+        parts.append("trained on " + ", ".join(map(str, data["train"])))
+    if scale:
+        parts.append(f"x{scale}" + (f", border {scale} shaved" if scale > 1 else ""))
+    parts.append(f"{metric}{f' on {space}' if space else ''}, mean over images, 8-bit outputs")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def markdown_table(title: str, runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
+    baseline = baseline_name(runs)
+    lines = [f"### {title}", "", protocol(runs, metric), "",
+             f"| setting | final (dB) | best (dB) | best at step | {baseline} (dB) | gain of final (dB) | steps | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for label, run in zip(setting_labels(runs), runs):
+        best = run.best
+        gain = run.final - run.baseline if run.final is not None and run.baseline is not None else None
+        gain_text = "-" if gain is None else f"{gain:+.2f}"
+        steps = run.curve[-1][0] if run.curve else "-"
+        lines.append(f"| {label} | {_fmt(run.final)} | {_fmt(best and best[1])} | {best[0] if best else '-'} | "
+                     f"{_fmt(run.baseline)} | {gain_text} | {steps} | {run.status} |")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_name(runs: Sequence[Run]) -> str:
+    """What the baseline column is: bicubic for SR (scale > 1), the degraded input otherwise."""
+    scales = {((r.config.get("data") or {}).get("init_args") or {}).get("scale") for r in runs} - {None}
+    if not scales:
+        return "baseline"
+    return "bicubic" if max(scales) > 1 else "input"
+
+
+def plot_curves(title: str, runs: Sequence[Run], path: str | Path, metric: str = DEFAULT_METRIC) -> Path:
+    """Validation metric against training step, one line per setting, the baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for label, run in zip(setting_labels(runs), runs):
+        if run.curve:
+            steps, values = zip(*run.curve)
+            ax.plot(steps, values, marker="o", markersize=3, label=label)
+    baselines = {round(r.baseline, 4) for r in runs if r.baseline is not None}
+    if len(baselines) == 1:  # the same validation images for every setting
+        ax.axhline(baselines.pop(), color="gray", linestyle="--", label=baseline_name(runs))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{metric} (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path]:
+    """`<out>/<title>.md` (table + figure link) and `<out>/<title>.png`; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_curves(title, runs, out_dir / f"{title}.png", metric)
+    md = out_dir / f"{title}.md"
+    md.write_text(markdown_table(title, runs, metric) + f"\n![{title}]({png.name})\n")
+    return md, png
+
+
+def push_wandb_report(sections: list[tuple[str, str, list[Run]]], project: str, entity: str | None,
+                      metric: str = DEFAULT_METRIC) -> str:
+    """Save a W&B report: per ablation its table and a line plot of `metric` for its runs. Untested here
+    (no W&B server in the test environment). Returns the report URL."""
+    try:
+        import wandb_workspaces.reports.v2 as wr
+    except ImportError:
+        raise SystemExit("--wandb-report needs the W&B report API, which is not installed: "
+                         "pip install wandb-workspaces") from None
+    blocks = [wr.H1("restorelab ablations"), wr.P("Generated by `restorelab report`.")]
+    for title, table, runs in sections:
+        names = "|".join(r.name for r in runs)
+        blocks += [wr.H2(title), wr.MarkdownBlock(text=table),
+                   wr.PanelGrid(runsets=[wr.Runset(entity=entity, project=project, name=title, query=names)],
+                                panels=[wr.LinePlot(x="trainer/global_step", y=[metric], title=title)])]
+    report = wr.Report(entity=entity, project=project, title="restorelab ablations", blocks=blocks)
+    report.save()
+    return report.url
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def resolve_sweep(spec: str, runs_dir: str | Path) -> tuple[str, Path, str]:
+    """(title, sweep dir, metric) for a sweep YAML (its runs under `runs_dir/<name>`) or a sweep dir."""
+    path = Path(spec)
+    if path.is_file():
+        sweep = load_sweep(path)
+        return sweep["name"], sweep_dir(sweep, runs_dir), (sweep.get("metric") or {}).get("name", DEFAULT_METRIC)
+    if path.is_dir():
+        saved = path / "sweep.json"  # written by the local runner and `restorelab slurm`
+        metric = DEFAULT_METRIC
+        if saved.exists():
+            metric = (json.loads(saved.read_text()).get("metric") or {}).get("name", DEFAULT_METRIC)
+        return path.name, path, metric
+    raise SweepConfigError(f"{spec}: neither a sweep YAML nor a sweep run directory")
+
+
+def report(specs: Sequence[str], runs_dir: str | Path = "runs", out_dir: str | Path | None = None,
+           metric: str | None = None, trial_ids: Sequence[str] | None = None,
+           stream=sys.stdout) -> list[tuple[str, str, list[Run]]]:
+    """Print the table of every sweep and write its .md/.png (into `out_dir`, or the sweep's own dir);
+    `trial_ids` restricts the runs (e.g. to those one `restorelab sweep` call ran)."""
+    sections = []
+    for spec in specs:
+        title, directory, sweep_metric = resolve_sweep(spec, runs_dir)
+        use = metric or sweep_metric
+        runs = load_local_runs(directory, use, trial_ids)
+        if not runs:
+            print(f"{title}: no runs under {directory}", file=sys.stderr)
+            continue
+        md, png = write_report(title, runs, out_dir or directory, use)
+        table = markdown_table(title, runs, use)
+        print(table + f"\n(table: {md}, figure: {png})\n", file=stream)
+        sections.append((title, table, runs))
+    return sections
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="restorelab report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="*", help="sweep YAMLs (runs under --runs/<name>) or sweep run dirs")
+    parser.add_argument("--runs", default="runs", help="root the sweeps ran into (`restorelab sweep --out`)")
+    parser.add_argument("--out", help="write <sweep>.md and <sweep>.png here (default: each sweep's run dir)")
+    parser.add_argument("--metric", help="validation metric (default: the sweep's, else val/psnr_y)")
+    parser.add_argument("--wandb-sweep", action="append", default=[], metavar="ENTITY/PROJECT/ID",
+                        help="read a sweep run by W&B agents from the W&B API (needs a key)")
+    parser.add_argument("--wandb-report", action="store_true", help="also save the report on W&B")
+    parser.add_argument("--project", default="restorelab", help="W&B project of --wandb-report")
+    parser.add_argument("--entity", help="W&B entity of --wandb-report")
+    args = parser.parse_args(argv)
+    if not args.sweeps and not args.wandb_sweep:
+        parser.error("give at least one sweep YAML, sweep dir or --wandb-sweep")
+
+    try:
+        sections = report(args.sweeps, args.runs, args.out, args.metric)
+    except SweepConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in args.wandb_sweep:
+        config, runs = load_wandb_runs(path, args.metric or DEFAULT_METRIC)
+        metric = args.metric or (config.get("metric") or {}).get("name", DEFAULT_METRIC)
+        title = str(config["name"])
+        md, png = write_report(title, runs, args.out or "reports", metric)
+        table = markdown_table(title, runs, metric)
+        print(table + f"\n(table: {md}, figure: {png})\n")
+        sections.append((title, table, runs))
+    if args.wandb_report:
+        print(f"W&B report: {push_wandb_report(sections, args.project, args.entity, args.metric or DEFAULT_METRIC)}")
+    return 0 if sections else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
