@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SWEEP      ?= sweeps/srcnn_filters_cpu.yaml
 DATA       ?= $(or $(RESTORELAB_DATA),$(wildcard ../shared/datasets))
 
-.PHONY: install train test test-slow bench benchmark sweep slurm report clean
+.PHONY: install train test test-slow bench benchmark sweep slurm report models clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,25 @@ benchmark: install
 	@ckpt=$$(ls -t runs/srcnn/*/checkpoints/best-*.ckpt 2>/dev/null | head -n 1); \
 	if [ -z "$$ckpt" ]; then $(MAKE) train || exit 1; ckpt=$$(ls -t runs/srcnn/*/checkpoints/best-*.ckpt | head -n 1); fi; \
 	$(VENV)/bin/restorelab benchmark --ckpt "$$ckpt" --names SRCNN $(if $(DATA),--data_root $(DATA)) --out runs/benchmark
+
+# Degradation synthesis rate next to training consumption (NOTES.md keeps the measured table).
+bench: install
+	$(VENV)/bin/restorelab bench --out runs/bench/synthesis.md
+
+# Offline: the sweep YAML expanded locally, trial by trial, W&B offline; with a W&B key: wandb sweep + agent.
+sweep: install
+	$(VENV)/bin/restorelab sweep run $(SWEEP) --out runs
+
+SLURM_ARGS ?= --submit --wait
+slurm: install
+	$(VENV)/bin/restorelab slurm $(SWEEP) --out runs $(SLURM_ARGS)
+
+report: install
+	$(VENV)/bin/restorelab report $(SWEEP) --runs runs
+
+# Short CPU-budget runs of every net; rewrites the model table in README.md.
+models: install
+	$(VENV)/bin/restorelab models
 
 clean:
 	rm -rf $(VENV) runs

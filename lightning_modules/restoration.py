@@ -6,6 +6,7 @@ input otherwise) is measured on the same images beside the net.
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from typing import Literal
@@ -130,8 +131,12 @@ class RestorationModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, hp.milestones or [], hp.gamma)
         elif hp.scheduler == "exponential":
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, hp.gamma)
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs or 1))
+        else:  # per step, over the whole run: max_epochs may be -1 when max_steps bounds the run
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ValueError("model.init_args.scheduler=cosine needs trainer.max_steps or trainer.max_epochs")
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ evaluation

@@ -82,7 +82,8 @@ class RestoreLabCLI(LightningCLI):
             ensure_wandb_mode()
             run_dir.mkdir(parents=True, exist_ok=True)
             kwargs["logger"] = [
-                CSVLogger(save_dir=str(run_dir), name="", version="csv"),
+                # CSVLogger empties an existing metrics.csv: each resumed attempt gets csv, csv.1, ...
+                CSVLogger(save_dir=str(run_dir), name="", version=csv_version(run_dir)),
                 WandbLogger(project=cfg.get("wandb_project", "restorelab"), save_dir=str(run_dir),
                             name=f"{self.experiment}/{self.run_id}", id=f"{self.experiment}-{self.run_id}",
                             resume="allow", log_model=False),
@@ -102,6 +103,11 @@ class RestoreLabCLI(LightningCLI):
         if rows and self.trainer.is_global_zero:
             write_results(rows, self.run_dir / "test_results.csv")
             print_results(rows, title=f"{self.experiment} ({self.run_dir})", baseline=baseline_name(self.datamodule))
+
+
+def csv_version(run_dir: Path) -> str:
+    attempts = sum(1 for p in run_dir.glob("csv*") if p.is_dir())
+    return "csv" if attempts == 0 else f"csv.{attempts}"
 
 
 def _plain(x):

@@ -73,6 +73,17 @@ def read_curve(metrics_csv: Path, metric: str) -> tuple[list[tuple[int, float]],
     return sorted(points.items()), baseline
 
 
+def read_run_curve(run_dir: Path, metric: str) -> tuple[list[tuple[int, float]], float | None]:
+    """The curve of a run dir from every CSV log in it (`csv*/metrics.csv`), oldest first, so that a
+    log per attempt of a resumed run joins into one curve (later attempts win on shared steps)."""
+    points, baseline = {}, None
+    for path in sorted(run_dir.glob("csv*/metrics.csv"), key=lambda p: p.stat().st_mtime):
+        curve, base = read_curve(path, metric)
+        points.update(curve)
+        baseline = base if base is not None else baseline
+    return sorted(points.items()), baseline
+
+
 def load_local_runs(sweep_dir: str | Path, metric: str = DEFAULT_METRIC,
                     trial_ids: Sequence[str] | None = None) -> list[Run]:
     """The trials under a sweep directory (those of `trial_ids`, else every subdirectory with a
@@ -86,8 +97,7 @@ def load_local_runs(sweep_dir: str | Path, metric: str = DEFAULT_METRIC,
     dirs.sort(key=lambda d: order.get(d.name, len(order)))
     runs = []
     for run_dir in dirs:
-        metrics = run_dir / "csv" / "metrics.csv"
-        curve, baseline = read_curve(metrics, metric) if metrics.exists() else ([], None)
+        curve, baseline = read_run_curve(run_dir, metric)
         status = summary.get(run_dir.name, {}).get("status")
         if status is None:  # a Slurm task, or a trial still running: judge by what it left
             status = "ok" if (run_dir / "test_results.csv").exists() else ("partial" if curve else "no metrics")
@@ -98,27 +108,30 @@ def load_local_runs(sweep_dir: str | Path, metric: str = DEFAULT_METRIC,
     return runs
 
 
-def load_wandb_runs(sweep_path: str, metric: str = DEFAULT_METRIC) -> tuple[dict, list[Run]]:
-    """(sweep config, runs) of a sweep on the W&B server ("entity/project/sweep_id"); needs a key.
+def load_wandb_runs(sweep_path: str, metric: str | None = None) -> tuple[str, str, list[Run]]:
+    """(title, metric, runs) of a sweep on the W&B server ("entity/project/sweep_id"); needs a key.
+    The metric defaults to the sweep's own.
 
     Under `wandb agent` each run's config holds the sweep parameters under their dotted names, and
-    Lightning's WandbLogger logs every metric with `trainer/global_step`."""
+    Lightning's WandbLogger logs every metric with `trainer/global_step` (the CSV's `step`)."""
     import wandb
 
     sweep = wandb.Api().sweep(sweep_path)
-    names = list((sweep.config or {}).get("parameters", {}))
+    config = sweep.config or {}
+    metric = metric or (config.get("metric") or {}).get("name", DEFAULT_METRIC)
+    names = list(config.get("parameters", {}))
     runs = []
     for run in sweep.runs:
         curve, baseline = {}, None
         for row in run.scan_history(keys=["trainer/global_step", metric]):
-            curve[int(row["trainer/global_step"]) + 1] = float(row[metric])  # as read_curve
+            curve[int(row["trainer/global_step"]) + 1] = float(row[metric])  # + 1 as in read_curve
         for row in run.scan_history(keys=[baseline_key(metric)], page_size=1):
             baseline = float(row[baseline_key(metric)])
             break
         status = {"finished": "ok", "failed": "failed", "crashed": "failed"}.get(run.state, run.state)
         runs.append(Run(run.name or run.id, {k: run.config.get(k) for k in names}, sorted(curve.items()),
-                        baseline, status, {}))
-    return {"name": sweep.name or sweep.id, **(sweep.config or {})}, runs
+                        baseline, status))
+    return str(sweep.name or sweep.id), metric, runs
 
 
 # ------------------------------------------------------------------------------------ labels
@@ -138,9 +151,10 @@ def _flatten(key: str, value) -> dict:
     return {key: value}
 
 
-def _format_value(value) -> str:
+def _format_value(key: str, value) -> str:
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return "-".join(map(str, value))  # kernel sizes 9-1-5, filters 64-32: the paper's notation
+        # the paper's notation: kernel sizes 9-1-5, filter counts n1/n2 = 64/32
+        return ("/" if key.endswith("filters") else "-").join(map(str, value))
     if isinstance(value, list):
         return "+".join(map(str, value))  # several sources: benchmark:T91+skimage:train
     return str(value)
@@ -148,7 +162,7 @@ def _format_value(value) -> str:
 
 def setting_labels(runs: Sequence[Run]) -> list[str]:
     """A short label per run naming only the parameters that differ between the runs."""
-    flat = [{k: _format_value(v) for key, value in r.params.items() for k, v in _flatten(key, value).items()}
+    flat = [{k: _format_value(k, v) for key, value in r.params.items() for k, v in _flatten(key, value).items()}
             for r in runs]
     keys = sorted({k for f in flat for k in f})
     varying = [k for k in keys if len({f.get(k) for f in flat}) > 1]
@@ -162,15 +176,20 @@ def setting_labels(runs: Sequence[Run]) -> list[str]:
 
 
 def protocol(runs: Sequence[Run], metric: str) -> str:
-    """One line saying what the numbers measure, from the first run's saved config."""
-    config = next((r.config for r in runs if r.config), {})
-    data = (config.get("data") or {}).get("init_args") or {}
-    scale = data.get("scale")
+    """One line saying what the numbers measure, from the runs' saved configs (what differs between
+    runs, e.g. the training set of a training-set ablation, is the settings' business, not said here)."""
+    datas = [(r.config.get("data") or {}).get("init_args") or {} for r in runs if r.config]
+    data = datas[0] if datas else {}
+
+    def shared(key):
+        return data.get(key) if all(d.get(key) == data.get(key) for d in datas) else None
+
+    scale = shared("scale")
     space = metric.rsplit("_", 1)[-1].upper() if "_" in metric else ""  # val/psnr_y -> Y
     parts = []
-    if data.get("val"):
+    if shared("val"):
         parts.append("validated on " + ", ".join(map(str, data["val"])))
-    if data.get("train"):
+    if shared("train"):
         parts.append("trained on " + ", ".join(map(str, data["train"])))
     if scale:
         parts.append(f"x{scale}" + (f", border {scale} shaved" if scale > 1 else ""))
@@ -188,7 +207,8 @@ def _fmt(x: float | None) -> str:
 def markdown_table(title: str, runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
     baseline = baseline_name(runs)
     lines = [f"### {title}", "", protocol(runs, metric), "",
-             f"| setting | final (dB) | best (dB) | best at step | {baseline} (dB) | gain of final (dB) | steps | status |",
+             f"| setting | final (dB) | best (dB) | best at step | {baseline} (dB) | gain of final (dB) | steps "
+             "| status |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for label, run in zip(setting_labels(runs), runs):
         best = run.best
@@ -227,7 +247,8 @@ def plot_curves(title: str, runs: Sequence[Run], path: str | Path, metric: str =
     ax.set_ylabel(f"{metric} (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # not for a sweep whose trials all failed early
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +257,8 @@ def plot_curves(title: str, runs: Sequence[Run], path: str | Path, metric: str =
     return path
 
 
-def write_report(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path]:
+def write_report(title: str, runs: Sequence[Run], out_dir: str | Path,
+                 metric: str = DEFAULT_METRIC) -> tuple[Path, Path]:
     """`<out>/<title>.md` (table + figure link) and `<out>/<title>.png`; returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,23 +306,28 @@ def resolve_sweep(spec: str, runs_dir: str | Path) -> tuple[str, Path, str]:
     raise SweepConfigError(f"{spec}: neither a sweep YAML nor a sweep run directory")
 
 
+def publish(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str,
+            stream=None) -> tuple[str, str, list[Run]]:
+    """Write a sweep's .md/.png into `out_dir` and print its table; returns (title, table, runs)."""
+    md, png = write_report(title, runs, out_dir, metric)
+    table = markdown_table(title, runs, metric)
+    print(table + f"\n(table: {md}, figure: {png})\n", file=stream or sys.stdout)
+    return title, table, list(runs)
+
+
 def report(specs: Sequence[str], runs_dir: str | Path = "runs", out_dir: str | Path | None = None,
            metric: str | None = None, trial_ids: Sequence[str] | None = None,
-           stream=sys.stdout) -> list[tuple[str, str, list[Run]]]:
+           stream=None) -> list[tuple[str, str, list[Run]]]:
     """Print the table of every sweep and write its .md/.png (into `out_dir`, or the sweep's own dir);
     `trial_ids` restricts the runs (e.g. to those one `restorelab sweep` call ran)."""
     sections = []
     for spec in specs:
         title, directory, sweep_metric = resolve_sweep(spec, runs_dir)
-        use = metric or sweep_metric
-        runs = load_local_runs(directory, use, trial_ids)
+        runs = load_local_runs(directory, metric or sweep_metric, trial_ids)
         if not runs:
             print(f"{title}: no runs under {directory}", file=sys.stderr)
             continue
-        md, png = write_report(title, runs, out_dir or directory, use)
-        table = markdown_table(title, runs, use)
-        print(table + f"\n(table: {md}, figure: {png})\n", file=stream)
-        sections.append((title, table, runs))
+        sections.append(publish(title, runs, out_dir or directory, metric or sweep_metric, stream))
     return sections
 
 
@@ -308,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="*", help="sweep YAMLs (runs under --runs/<name>) or sweep run dirs")
     parser.add_argument("--runs", default="runs", help="root the sweeps ran into (`restorelab sweep --out`)")
-    parser.add_argument("--out", help="write <sweep>.md and <sweep>.png here (default: each sweep's run dir)")
+    parser.add_argument("--out", help="write <sweep>.md and <sweep>.png here (default: each sweep's run dir, "
+                                      "or ./reports for --wandb-sweep)")
     parser.add_argument("--metric", help="validation metric (default: the sweep's, else val/psnr_y)")
     parser.add_argument("--wandb-sweep", action="append", default=[], metavar="ENTITY/PROJECT/ID",
                         help="read a sweep run by W&B agents from the W&B API (needs a key)")
@@ -325,15 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for path in args.wandb_sweep:
-        config, runs = load_wandb_runs(path, args.metric or DEFAULT_METRIC)
-        metric = args.metric or (config.get("metric") or {}).get("name", DEFAULT_METRIC)
-        title = str(config["name"])
-        md, png = write_report(title, runs, args.out or "reports", metric)
-        table = markdown_table(title, runs, metric)
-        print(table + f"\n(table: {md}, figure: {png})\n")
-        sections.append((title, table, runs))
+        title, metric, runs = load_wandb_runs(path, args.metric)
+        sections.append(publish(title, runs, args.out or "reports", metric))
     if args.wandb_report:
-        print(f"W&B report: {push_wandb_report(sections, args.project, args.entity, args.metric or DEFAULT_METRIC)}")
+        url = push_wandb_report(sections, args.project, args.entity, args.metric or DEFAULT_METRIC)
+        print(f"W&B report: {url}")
     return 0 if sections else 1
 
 

@@ -168,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="restorelab slurm", description=main.__doc__.split(":", 1)[1].strip(),
-                                     usage="%(prog)s SWEEP [options] [-- extra trial args]")
+    parser = argparse.ArgumentParser(prog="restorelab slurm", usage="%(prog)s SWEEP [options] [-- extra trial args]",
+                                     description="Run a sweep's trials as a Slurm job array.")
     parser.add_argument("sweep", help="a sweep YAML (sweeps/*.yaml)")
     parser.add_argument("--out", default="runs", help="trials go to OUT/<sweep name>/<trial id>")
     parser.add_argument("--max-trials", type=int)

@@ -33,7 +33,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import yaml
 
@@ -544,9 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:
             parser.error("extra trial args (after --) apply to local and Slurm runs; with W&B, edit the YAML")
         sweep_id = run_wandb(args.sweep, args.project, args.entity, args.count)
-        from restorelab import report
-
         import wandb
+
+        from restorelab import report
 
         path = f"{args.entity or wandb.Api().default_entity}/{args.project}/{sweep_id}"
         return report.main(["--wandb-sweep", path, "--out", str(Path(getattr(args, "out", "runs")) / "reports")])

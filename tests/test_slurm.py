@@ -1,8 +1,10 @@
 """restorelab.slurm: the array job script (checked without Slurm, with a stand-in `srun`), then real
 submissions to the one-node cluster of tests/slurm_cluster.py: an array of 2 trials, a trial requeued
 while running (`scontrol requeue`), and one that requeues itself on SIGUSR1 as Lightning does; both
-requeued trials must resume from their checkpoint."""
+requeued trials must resume from their checkpoint. The same with real `restorelab fit` trials: an array
+of two through `restorelab slurm --submit --wait`, and a requeued one whose global_step continues."""
 
+import csv
 import json
 import os
 import shlex
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from restorelab import slurm, sweep as sw
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
@@ -151,3 +154,72 @@ def test_sigusr1_to_the_step_makes_the_trainer_requeue_and_resume_from_hpc_ckpt(
     assert len(starts) == 2 and starts[0] == 0 and starts[1] >= saved >= 2
     assert steps == sorted(set(steps)) and steps[-1] == 8
     assert f"job {task} restart 1" in (trial.run_dir / "slurm.out").read_text()
+
+
+# ------------------------------------------------------------------------------------ real trials
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_SWEEP = REPO / "sweeps" / "srcnn_filters_cpu.yaml"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.mark.slurm
+def test_restorelab_slurm_runs_real_trials_as_an_array_and_reports(slurm_cluster, tmp_path, monkeypatch,  # noqa: F811
+                                                                   capsys):
+    """`restorelab slurm SWEEP --submit --wait` with two real `restorelab fit` trials (2 epochs of 3 steps)."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    monkeypatch.chdir(REPO)  # the job runs where it was submitted from: configs/ resolve
+    real_wait = slurm.wait
+    monkeypatch.setattr(slurm, "wait", lambda job: real_wait(job, timeout=150, poll=0.5))
+    tiny = ["--trainer.max_epochs=2", "--data.init_args.batch_size=4", "--data.init_args.patches_per_epoch=12",
+            *QUIET]
+    rc = slurm.main([str(CPU_SWEEP), "--out", str(tmp_path), "--max-trials", "2", "--submit", "--wait", "--", *tiny])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    trials = sw.plan_trials(CPU_SWEEP, tmp_path, max_trials=2, extra_args=tiny)
+    for trial in trials:
+        run = trial.run_dir
+        out = (run / "slurm.out").read_text()
+        assert (run / "checkpoints" / "last.ckpt").is_file(), out[-3000:]
+        rows = [r for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("val/psnr_y")]
+        assert [int(r["step"]) for r in rows] == [2, 5]
+        assert "restart 0" in out
+        # launched by srun inside the allocation, Lightning took the Slurm environment (no "not used" hint)
+        assert "is available on your system but is not used" not in out
+    assert "| filters=32/16 |" in printed and "| filters=64/32 |" in printed  # the report table at the end
+
+
+def global_step(path: Path) -> int | None:
+    """The global_step stored in a checkpoint; None while it is missing or still being written."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+    except Exception:  # noqa: BLE001 - not there yet, or half written
+        return None
+
+
+@pytest.mark.slurm
+def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    steps = 800
+    budget = [f"--trainer.max_steps={steps}", "--trainer.max_epochs=100", "--data.init_args.batch_size=4",
+              f"--data.init_args.patches_per_epoch={4 * steps}", "--checkpoint_every_n_steps=20",
+              "--test_after_fit=false", *QUIET]
+    (trial,) = sw.plan_trials(CPU_SWEEP, tmp_path, max_trials=1, extra_args=budget)
+    job = slurm.submit(slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="real-requeue", workdir=REPO))
+    task = f"{job}_0"
+    last = trial.run_dir / "checkpoints" / "last.ckpt"
+    wait_for(lambda: (global_step(last) or 0) >= 20, 90, "a checkpoint of the first attempt")
+    before = global_step(last)
+    assert before < steps
+    slurm.requeue(task)  # as Lightning's SIGUSR1 handler does before the time limit
+    assert slurm.wait(job, timeout=180, poll=0.5) == {task: "COMPLETED"}
+    out = (trial.run_dir / "slurm.out").read_text()
+    assert f"job {task} restart 1" in out, out[-3000:]
+    second = out.split(f"job {task} restart 1", 1)[1]
+    assert f"Restoring states from the checkpoint path at {last}" in second
+    assert global_step(last) == steps
+    # the second attempt logged (metrics.csv is rewritten by each attempt) only steps after the checkpoint:
+    # global_step continued from `before` or later (a SIGTERM checkpoint), not from 0
+    rows = csv.DictReader(open(trial.run_dir / "csv" / "metrics.csv"))
+    logged = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert logged and min(logged) >= before - 1 and max(logged) == steps - 1

@@ -344,3 +344,52 @@ def test_wandb_commands_are_built_for_the_cli_and_the_sweep_id_is_parsed(tmp_pat
     assert sw.parse_sweep_id(log.replace("Creating sweep with", "Created sweep with")) == "q8x2k1zd"
     with pytest.raises(RuntimeError, match="no sweep id"):
         sw.parse_sweep_id("wandb: ERROR No API key configured")
+
+
+def test_run_mode_is_local_without_a_key_and_ends_with_the_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sw, "wandb_key_available", lambda: False)
+    path = two_trial_sweep(tmp_path)
+    assert sw.main(["run", str(path), "--out", str(tmp_path / "runs")]) == 1  # the fail=True trial
+    printed = capsys.readouterr()
+    assert "### fail_ablation" in printed.out and "| fail=False |" in printed.out and "| fail=True |" in printed.out
+    assert "simulated failure" in printed.err  # a failed trial's error is shown as the sweep goes on
+    sweep_dir = tmp_path / "runs" / "fail_ablation"
+    assert json.loads((sweep_dir / "sweep.json").read_text())["metric"]["name"] == "val/psnr"
+    assert (sweep_dir / "fail_ablation.md").is_file() and (sweep_dir / "fail_ablation.png").is_file()
+
+
+def test_run_mode_with_a_key_registers_the_sweep_runs_an_agent_and_reports_from_wandb(tmp_path, monkeypatch):
+    import types
+
+    path = two_trial_sweep(tmp_path)
+    calls = {}
+
+    def fake_run_wandb(*args):  # no W&B server here
+        calls["run_wandb"] = args
+        return "swp123"
+
+    def fake_report(argv):
+        calls["report"] = argv
+        return 0
+
+    import wandb
+
+    from restorelab import report
+
+    monkeypatch.setattr(sw, "wandb_key_available", lambda: True)
+    monkeypatch.setattr(sw, "run_wandb", fake_run_wandb)
+    monkeypatch.setattr(wandb, "Api", lambda: types.SimpleNamespace(default_entity="lab"))
+    monkeypatch.setattr(report, "main", fake_report)
+    assert sw.main(["run", str(path), "--project", "p", "--count", "2", "--out", str(tmp_path / "r")]) == 0
+    assert calls["run_wandb"] == (str(path), "p", None, 2)
+    assert calls["report"] == ["--wandb-sweep", "lab/p/swp123", "--out", str(tmp_path / "r" / "reports")]
+    with pytest.raises(SystemExit):  # trial args after `--` cannot reach W&B's agent
+        sw.main(["run", str(path), "--", "--steps=3"])
+    calls.clear()
+    assert sw.main(["run", str(path), "--offline", "--out", str(tmp_path / "r")]) == 1  # forced local
+    assert not calls
+
+
+def test_agent_finds_this_interpreter_as_python():
+    first = sw.agent_env()["PATH"].split(sw.os.pathsep)[0]
+    assert Path(first) == Path(sw.sys.executable).parent

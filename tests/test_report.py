@@ -1,0 +1,168 @@
+"""restorelab.report on hand-made run directories: curves read from Lightning's CSV, paper-style table
+(final, best, baseline, gain), labels naming only what changed, the figure, and the command line.
+(tests/test_sweeps_real.py reports on run dirs written by real training.)"""
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+
+from restorelab import report
+
+FILTERS = "model.init_args.net.init_args.filters"
+HEADER = ["epoch", "step", "train/loss", "val/baseline_psnr_y", "val/psnr_y", "test/psnr_y"]
+
+
+def write_run(sweep_dir: Path, trial: str, params: dict, val: list[tuple[int, float]], baseline=27.5,
+              scale=3, train_rows=True) -> Path:
+    """A run dir as a trial leaves it: params.json, csv/metrics.csv (train rows between validation
+    rows, validation logged at the last batch's index), csv/config.yaml."""
+    run = sweep_dir / trial
+    (run / "csv").mkdir(parents=True)
+    (run / "params.json").write_text(json.dumps(params))
+    rows = []
+    for step, psnr in val:
+        if train_rows:
+            rows.append({"epoch": 0, "step": step - 5, "train/loss": 0.01})
+        rows.append({"epoch": 0, "step": step - 1, "val/psnr_y": psnr, "val/baseline_psnr_y": baseline})
+    rows.append({"epoch": 1, "step": val[-1][0] if val else 0, "test/psnr_y": 30.0})
+    with open(run / "csv" / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HEADER)
+        writer.writeheader()
+        writer.writerows(rows)
+    config = {"data": {"init_args": {"scale": scale, "val": ["benchmark:Set5"], "train": ["benchmark:T91"]}}}
+    (run / "csv" / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+@pytest.fixture
+def filters_sweep(tmp_path) -> Path:
+    sweep = tmp_path / "runs" / "srcnn_filters"
+    write_run(sweep, "bbb", {FILTERS: [64, 32], "trainer.max_steps": 30}, [(10, 28.0), (20, 29.5), (30, 29.25)])
+    write_run(sweep, "aaa", {FILTERS: [32, 16], "trainer.max_steps": 30}, [(10, 27.0), (20, 28.0), (30, 28.5)])
+    (sweep / "ccc").mkdir()  # a trial that failed before logging anything
+    (sweep / "ccc" / "params.json").write_text(json.dumps({FILTERS: [128, 64], "trainer.max_steps": 30}))
+    # the local runner's grid order and outcomes
+    summary = {t: {"status": s} for t, s in (("aaa", "ok"), ("bbb", "ok"), ("ccc", "failed"))}
+    (sweep / "summary.json").write_text(json.dumps(summary))
+    (sweep / "sweep.json").write_text(json.dumps({"name": "srcnn_filters", "metric": {"name": "val/psnr_y"}}))
+    return sweep
+
+
+def test_curves_count_training_steps_and_keep_the_later_row_of_a_repeated_step(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,val/psnr_y,val/baseline_psnr_y,train/loss\n"
+                    "0,9,,,0.1\n0,24,25.0,27.0,\n1,49,26.0,27.0,\n1,49,26.5,27.0,\n2,74,,,0.05\n")
+    assert report.read_curve(path, "val/psnr_y") == ([(25, 25.0), (50, 26.5)], 27.0)
+    assert report.baseline_key("val/psnr_y") == "val/baseline_psnr_y"
+    assert report.baseline_key("val/psnr_rgb") == "val/baseline_psnr_rgb"
+
+
+def test_local_runs_follow_the_sweep_order_with_status_and_curves(filters_sweep):
+    runs = report.load_local_runs(filters_sweep)
+    assert [r.name for r in runs] == ["aaa", "bbb", "ccc"]
+    assert [r.status for r in runs] == ["ok", "ok", "failed"]
+    bbb = runs[1]
+    assert bbb.curve == [(10, 28.0), (20, 29.5), (30, 29.25)] and bbb.baseline == 27.5
+    assert (bbb.final, bbb.best) == (29.25, (20, 29.5))
+    assert runs[2].curve == [] and runs[2].final is None and runs[2].best is None
+    assert [r.name for r in report.load_local_runs(filters_sweep, trial_ids=["bbb"])] == ["bbb"]
+
+
+def test_table_has_one_row_per_setting_with_final_best_baseline_and_gain(filters_sweep):
+    table = report.markdown_table("srcnn_filters", report.load_local_runs(filters_sweep))
+    lines = table.splitlines()
+    assert lines[0] == "### srcnn_filters"
+    assert "validated on benchmark:Set5" in lines[2] and "x3, border 3 shaved" in lines[2] and "on Y" in lines[2]
+    assert "bicubic (dB)" in lines[4]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[6:]]
+    # only the varying parameter names a setting, in the paper's n1/n2 notation
+    assert rows == [
+        ["filters=32/16", "28.50", "28.50", "30", "27.50", "+1.00", "30", "ok"],
+        ["filters=64/32", "29.25", "29.50", "20", "27.50", "+1.75", "30", "ok"],
+        ["filters=128/64", "-", "-", "-", "-", "-", "-", "failed"],
+    ]
+
+
+def test_labels_open_up_mappings_and_inline_configs():
+    net = "model.init_args.net.init_args"
+    depth = [report.Run("a", {net: {"kernel_sizes": [9, 1, 5], "filters": [64, 32]}}),
+             report.Run("b", {net: {"kernel_sizes": [9, 1, 1, 5], "filters": [64, 32, 16]}})]
+    assert report.setting_labels(depth) == ["filters=64/32, kernel_sizes=9-1-5",
+                                            "filters=64/32/16, kernel_sizes=9-1-1-5"]
+    channels = [report.Run(c, {"config": f"{{data: {{init_args: {{channels: {c}}}}}, "
+                                         f"model: {{init_args: {{net: {{init_args: {{channels: {n}}}}}}}}}}}"})
+                for c, n in (("y", 1), ("rgb", 3))]
+    # two parameters end in `channels`: each keeps its parent's name
+    assert report.setting_labels(channels) == ["data.channels=y, net.channels=1", "data.channels=rgb, net.channels=3"]
+    sets = [report.Run("a", {"data.init_args.train": ["benchmark:T91"]}),
+            report.Run("b", {"data.init_args.train": ["benchmark:T91", "skimage:train"]})]
+    assert report.setting_labels(sets) == ["train=benchmark:T91", "train=benchmark:T91+skimage:train"]
+    assert report.setting_labels([report.Run("only", {"a": 1})]) == ["only"]
+
+
+def test_figure_draws_one_curve_per_setting_and_the_baseline(filters_sweep, tmp_path):
+    runs = report.load_local_runs(filters_sweep)
+    png = report.plot_curves("srcnn_filters", runs, tmp_path / "fig.png")
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    colours = {tuple(px) for px in (image[..., :3] * 255).astype(int).reshape(-1, 3)[::7]}
+    assert len(colours) > 50  # lines, markers, text: not a blank canvas
+    import matplotlib.pyplot as plt
+
+    assert not plt.get_fignums()  # the figure was closed
+
+
+def test_main_writes_table_and_figure_for_a_sweep_dir_and_a_sweep_yaml(filters_sweep, tmp_path, capsys):
+    out = tmp_path / "reports"
+    assert report.main([str(filters_sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| filters=64/32 | 29.25 | 29.50 |" in printed
+    md = (out / "srcnn_filters.md").read_text()
+    assert "| filters=32/16 | 28.50 |" in md and "![srcnn_filters](srcnn_filters.png)" in md
+    assert (out / "srcnn_filters.png").stat().st_size > 10_000
+    # the same through the sweep YAML: its runs are looked up under --runs/<sweep name>
+    sweep_yaml = tmp_path / "srcnn_filters.yaml"
+    sweep_yaml.write_text(f"method: grid\nparameters:\n  {FILTERS}: {{values: [[32, 16], [64, 32]]}}\n"
+                          "command: [run, '${args}']\n")
+    assert report.main([str(sweep_yaml), "--runs", str(filters_sweep.parent)]) == 0
+    assert (filters_sweep / "srcnn_filters.md").read_text() == md  # default: beside the runs
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "neither a sweep YAML nor a sweep run directory" in capsys.readouterr().err
+
+
+def test_wandb_report_without_the_report_package_says_what_to_install():
+    try:
+        import wandb_workspaces  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("wandb-workspaces is installed")
+    with pytest.raises(SystemExit, match="pip install wandb-workspaces"):
+        report.push_wandb_report([], project="p", entity=None)
+
+
+def test_a_run_logged_in_several_csv_dirs_joins_into_one_curve(tmp_path):
+    """A resumed attempt that logs into a second CSV dir continues the first attempt's curve."""
+    import os
+
+    run = write_run(tmp_path, "t", {FILTERS: [64, 32]}, [(10, 28.0), (20, 29.0)])
+    second = run / "csv.1"
+    second.mkdir()
+    (second / "metrics.csv").write_text("epoch,step,val/psnr_y,val/baseline_psnr_y\n1,19,29.5,27.5\n2,29,30.0,27.5\n")
+    os.utime(run / "csv" / "metrics.csv", (1e9, 1e9))  # the first attempt's log is the older one
+    assert report.read_run_curve(run, "val/psnr_y") == ([(10, 28.0), (20, 29.5), (30, 30.0)], 27.5)
+
+
+def test_protocol_line_states_only_what_all_runs_share():
+    def run(train):
+        return report.Run("r", {}, config={"data": {"init_args": {"scale": 3, "val": ["benchmark:Set5"],
+                                                                  "train": train}}})
+
+    same = report.protocol([run(["benchmark:T91"]), run(["benchmark:T91"])], "val/psnr_y")
+    assert "validated on benchmark:Set5" in same and "trained on benchmark:T91" in same
+    differ = report.protocol([run(["benchmark:T91"]), run(["benchmark:T91", "skimage:train"])], "val/psnr_y")
+    assert "validated on benchmark:Set5" in differ and "trained on" not in differ
