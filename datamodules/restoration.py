@@ -279,7 +279,8 @@ class RestorationDataModule(L.LightningDataModule):
         """Raise, naming the option, where the net cannot train on these batches."""
         if self.hparams.patch_size % _net_multiple(net):
             raise ValueError(f"data.patch_size={self.hparams.patch_size} must be a multiple of {_net_multiple(net)} "
-                             f"for {type(net).__name__} (scale {net.scale} x size_multiple {net.size_multiple})")
+                             f"for {type(net).__name__} (scale {getattr(net, 'scale', 1)} x size_multiple "
+                             f"{getattr(net, 'size_multiple', 1)})")
 
     # ---- data
     def _net(self):
@@ -300,7 +301,9 @@ class RestorationDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.test_set is None:
             self.test_set = FullImages(self.source_items(hp.test or hp.val, m), m)
         if stage == "predict" and self.predict_set is None:
-            self.predict_set = FullImages(load_images(hp.predict or hp.val, hp.data_root), _net_multiple(net))
+            # the files are the net's inputs
+            self.predict_set = FullImages(load_images(hp.predict or hp.val, hp.data_root),
+                                          getattr(net, "size_multiple", 1))
 
     def _workers(self) -> int:
         if self.hparams.num_workers is not None:

@@ -3,6 +3,7 @@ the module reads, tiny Lightning runs of every task, and one-line errors for bad
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import lightning as L
@@ -122,6 +123,20 @@ def test_eval_pairs_are_identical_across_instantiations(photos, case):
     other = eval_pairs(EVAL_CASES[case]({**photos, "seed": 1}))
     assert not torch.equal(a[0]["degraded"], other[0]["degraded"])  # the seed option does change them
     assert (a[0]["upsampled"] - a[0]["target"]).abs().mean() > 0.005  # a real degradation
+
+
+def test_eval_pairs_are_identical_in_another_process(photos):
+    import subprocess
+    import sys
+
+    script = ("import sys; from datamodules.restoration import DenoiseDataModule as D; "
+              "dm = D(noise_sigma=[0, 55], channels='rgb', train=[sys.argv[1]], val=[sys.argv[2]]); "
+              "dm.setup('validate'); "
+              "print([dm.fixed_pairs(b)['degraded'].double().sum().item() for b in dm.val_dataloader()])")
+    out = subprocess.run([sys.executable, "-c", script, *photos["train"], *photos["val"]], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    dm = DenoiseDataModule(noise_sigma=[0, 55], channels="rgb", **photos)
+    assert out.strip() == str([p["degraded"].double().sum().item() for p in eval_pairs(dm)])
 
 
 def test_eval_pair_is_the_documented_classical_degradation(photos):
@@ -372,3 +387,22 @@ def test_bench_writes_a_row_per_degradation_and_net(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--patch", "10"])
     assert "--patch=10 must be a multiple of 4" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("config", ["configs/sr_blur.yaml", "configs/denoise.yaml", "configs/deblur.yaml"])
+def test_task_configs_parse_and_build_their_datamodule(run_env, capsys, config):
+    import yaml
+
+    from restorelab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", config, "--print_config"])
+    assert e.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    data = cfg["data"]
+    module, _, name = data["class_path"].rpartition(".")
+    dm = getattr(__import__(module, fromlist=[name]), name)(**data["init_args"])
+    assert dm.hparams.train == ["skimage:train"] and dm.scale == cfg["data"]["init_args"]["scale"]
