@@ -178,8 +178,20 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
         )
     except SIGTERMException:  # a SystemExit(None) inside Lightning: make a stopped run look stopped
+        finish_wandb(128 + 15)
         print("restorelab: stopped by SIGTERM; last.ckpt saved, continue with --ckpt_path last", file=sys.stderr)
         sys.exit(128 + 15)
+    except BaseException:
+        finish_wandb(1)
+        raise
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close a W&B run that an exception cut short. Child processes share their parent's W&B service, and
+    a run left open there keeps its id "in use", so the resumed run could not take it back."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 if __name__ == "__main__":

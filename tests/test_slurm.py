@@ -218,8 +218,8 @@ def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_p
     second = out.split(f"job {task} restart 1", 1)[1]
     assert f"Restoring states from the checkpoint path at {last}" in second
     assert global_step(last) == steps
-    # the second attempt logged (metrics.csv is rewritten by each attempt) only steps after the checkpoint:
+    # the second attempt (its own log dir, csv.1) logged only steps after the checkpoint:
     # global_step continued from `before` or later (a SIGTERM checkpoint), not from 0
-    rows = csv.DictReader(open(trial.run_dir / "csv" / "metrics.csv"))
+    rows = csv.DictReader(open(trial.run_dir / "csv.1" / "metrics.csv"))
     logged = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert logged and min(logged) >= before - 1 and max(logged) == steps - 1

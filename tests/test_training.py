@@ -106,7 +106,7 @@ def test_sigterm_then_resume_continues_from_the_same_step(tmp_path):
 def test_nan_loss_stops_with_a_one_line_error(run_env):
     with pytest.raises(FloatingPointError) as e:
         main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={run_env}", "--trainer.max_steps=50",
-              "--model.init_args.optimizer=sgd", "--model.init_args.lr=1e12", "--data.init_args.batch_size=4",
+              "--model.init_args.optimizer=sgd", "--model.init_args.lr=1e12", "--model.init_args.scheduler=none", "--data.init_args.batch_size=4",
               "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.logger=false", *QUIET])
     msg = str(e.value)
     assert "\n" not in msg and "training loss is" in msg and "lr=1e+12" in msg
