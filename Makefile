@@ -52,7 +52,7 @@ report: install
 
 # Short CPU-budget runs of every net; rewrites the model table in README.md.
 models: install
-	$(VENV)/bin/restorelab models
+	$(VENV)/bin/restorelab models --threads 1
 
 clean:
 	rm -rf $(VENV) runs
