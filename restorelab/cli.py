@@ -48,6 +48,12 @@ class RestoreLabCLI(LightningCLI):
                             help="refresh last.ckpt this often, so a killed job loses little")
         parser.link_arguments("data.init_args.scale", "model.init_args.scale")
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # omegaconf+ rebuilds the config after resolving ${...} and drops the `config` entry with it, so
+        # the experiment name (the config file's stem) is taken from the command line itself
+        self.config_files = config_files(sys.argv[1:] if args is None else args)
+
     # ------------------------------------------------------------------ run directory
     def _cfg(self):
         return self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
@@ -56,7 +62,7 @@ class RestoreLabCLI(LightningCLI):
         cfg = self._cfg()
         experiment = cfg.get("experiment")
         if not experiment:
-            configs = cfg.get("config") or []
+            configs = cfg.get("config") or getattr(self, "config_files", [])
             experiment = experiment_name(Path(str(configs[0])).stem if configs else "default")
         run_id = cfg.get("run_id") or os.environ.get("RESTORELAB_RUN_ID") or config_run_id(
             _plain(cfg.get("model")), _plain(cfg.get("data")), cfg.get("seed_everything"))
@@ -74,7 +80,9 @@ class RestoreLabCLI(LightningCLI):
             callbacks += [
                 ModelCheckpoint(dirpath=ckpt_dir, monitor=self.model.monitor, mode="max", save_top_k=1,
                                 filename="best-{epoch}-{step}", auto_insert_metric_name=False),
-                ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                # SaveLastOnStop writes last.ckpt too: without enable_version_counter=False this one would
+                # find the file there and write last-v1.ckpt beside it
+                ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
                                 every_n_train_steps=cfg.get("checkpoint_every_n_steps", 200)),
                 SaveLastOnStop(ckpt_dir),
             ]
@@ -108,6 +116,19 @@ class RestoreLabCLI(LightningCLI):
 def csv_version(run_dir: Path) -> str:
     attempts = sum(1 for p in run_dir.glob("csv*") if p.is_dir())
     return "csv" if attempts == 0 else f"csv.{attempts}"
+
+
+def config_files(argv) -> list[str]:
+    """The ``--config``/``-c`` files of a command line (a list of words; a dict of parsed args has none)."""
+    if not isinstance(argv, (list, tuple)):
+        return []
+    files = []
+    for i, word in enumerate(argv):
+        if word in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif word.startswith("--config="):
+            files.append(word.split("=", 1)[1])
+    return files
 
 
 def _plain(x):

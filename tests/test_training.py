@@ -91,11 +91,14 @@ def test_sigterm_then_resume_continues_from_the_same_step(tmp_path):
     stopped_at = read_step(last)
     assert stopped_at >= 30  # saved on SIGTERM, not by the periodic checkpoint (every 1000 steps)
 
-    done = subprocess.run([*args, f"--trainer.max_steps={stopped_at + 5}", "--ckpt_path=last"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    # periodic saves during the resumed attempt refresh the same last.ckpt (no last-v1.ckpt beside it)
+    done = subprocess.run([*args, f"--trainer.max_steps={stopped_at + 5}", "--ckpt_path=last",
+                           "--checkpoint_every_n_steps=2"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Restoring states from the checkpoint path at {last}" in done.stdout + done.stderr
     assert read_step(last) == stopped_at + 5
+    assert [p.name for p in last.parent.glob("last*")] == ["last.ckpt"]
     # the first attempt's log survives the resume; the second attempt logs beside it
     run_dir = only_run_dir(tmp_path)
     first = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
