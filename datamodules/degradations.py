@@ -99,6 +99,12 @@ def mod_crop(x: torch.Tensor, scale: int) -> torch.Tensor:
     return x[..., : h - h % scale, : w - w % scale]
 
 
+def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central size[0]×size[1] window of …×H×W."""
+    dh, dw = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., dh : dh + size[0], dw : dw + size[1]]
+
+
 def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Clip to [0, 1] and round to the nearest of 2**bits levels, as saving to an image file does."""
     levels = (1 << bits) - 1
@@ -116,6 +122,14 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"rgb_to_y expects 1 or 3 channels, got {x.shape[-3]}")
     w = x.new_tensor([65.481, 128.553, 24.966]).view(3, 1, 1) / 255.0
     return (x * w).sum(dim=-3, keepdim=True) + 16.0 / 255.0
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """Plain luma (0.299, 0.587, 0.114; no 16-235 offset), as gray test sets were made; 1 channel passes."""
+    if x.shape[-3] == 1:
+        return x
+    w = x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    return (x * w).sum(dim=-3, keepdim=True)
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:

@@ -50,10 +50,7 @@ def to_channels(x: torch.Tensor, channels: Channels) -> torch.Tensor:
         return rgb_to_y(x)
     if channels == "rgb":
         return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if c == 1 else x
-    if c == 1:
-        return x
-    w = x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-    return (x * w).sum(-3, keepdim=True)
+    return d.rgb_to_gray(x)
 
 
 def image_seed(name: str, seed: int) -> int:
@@ -357,6 +354,9 @@ class RestorationDataModule(L.LightningDataModule):
             parts.append(self.degrade(one, torch.Generator().manual_seed(image_seed(name, self.hparams.seed))))
         out = _map_images(partial(to_channels, channels=self.hparams.channels), _concat(parts))
         out["name"] = batch["name"]
+        # a gray file is measured as gray even when an RGB net sees it replicated (RestorationModule._views)
+        source = next(v for v in batch.values() if torch.is_tensor(v) and v.ndim >= 4)  # N×C×H×W or N×T×C×H×W
+        out["gray"] = torch.full((len(batch["name"]),), source.shape[-3] == 1)
         return out
 
     def as_given(self, batch: dict) -> dict:
@@ -395,6 +395,7 @@ class SRDataModule(RestorationDataModule):
         self,
         scale: int = 3,
         scales: list[int] | None = None,
+        train_crop: int | None = None,
         kernel: Kernel = "none",
         kernel_size: int | None = None,
         sigma: float = 2.0,
@@ -411,6 +412,11 @@ class SRDataModule(RestorationDataModule):
         Args:
             scale: validation/test SR factor (and the training one without ``scales``).
             scales: training factors, one drawn per sample; patch_size must be a multiple of their lcm.
+            train_crop: side of the training pairs, cut from the centre of each degraded patch: VDSR's 41×41
+                pairs come from 48-pixel patches (a multiple of lcm(2, 3, 4)) degraded at ×2/×3/×4, with the
+                patch border, where bicubic sees the crop's edge, cut away as when whole images are degraded.
+                Pairs then have no ``degraded`` (its side would not be whole), so only for nets on the
+                upsampled input (scale 1).
             kernel: "none" (bicubic), "gaussian" (fixed: ``sigma``, ``sigma2``, ``theta``), "random_gaussian"
                 (σ1, σ2 ~ U(``sigma_range``), σ2 = σ1 if ``isotropic``, θ ~ U[0°, 180°)), "mzsr" (MZSR's
                 anisotropic Gaussians for this scale), "motion" (random camera shake of length
@@ -429,6 +435,10 @@ class SRDataModule(RestorationDataModule):
             raise ValueError(f"data.scales={scales!r} must be distinct values from {list(SR_SCALES)}")
         check_choice("kernel", kernel, Kernel.__args__)
         check_choice("order", order, Order.__args__)
+        patch_size = kwargs.get("patch_size", 33)
+        if train_crop is not None and (not isinstance(train_crop, int) or not 0 < train_crop <= patch_size):
+            raise ValueError(f"data.train_crop={train_crop!r} must be a positive integer no larger than "
+                             f"data.patch_size={patch_size}")
         self.noise_range = as_range("noise_sigma", noise_sigma, 0.0, 255.0)
         self.kernel_size = kernel_size or DEFAULT_KERNEL_SIZE.get(kernel, 0)
         if kernel_size is not None and (not isinstance(kernel_size, int) or kernel_size < 1):
@@ -471,6 +481,9 @@ class SRDataModule(RestorationDataModule):
             raise ValueError(f"data.scales={self.train_scales} mixes scales in a batch, which only nets on the "
                              f"upsampled input (scale 1, e.g. VDSR) can train on; {type(net).__name__} has "
                              f"scale {net.scale}")
+        if self.hparams.train_crop is not None and getattr(net, "scale", 1) != 1:
+            raise ValueError(f"data.train_crop={self.hparams.train_crop} crops the upsampled input, but "
+                             f"{type(net).__name__} takes the LR image (scale {net.scale})")
 
     def kernels(self, n: int, scale: int, generator: torch.Generator | None) -> torch.Tensor:
         """The blur kernel for n images: K×K when fixed, N×K×K when drawn per image."""
@@ -503,13 +516,20 @@ class SRDataModule(RestorationDataModule):
         if generator is not None:
             return self.pair(hr, self.scale, generator)
         if len(self.train_scales) == 1:
-            return self.pair(hr, self.train_scales[0], None)
-        scales = torch.tensor(self.train_scales)[torch.randint(len(self.train_scales), (len(hr),))].to(hr.device)
-        upsampled = torch.empty_like(hr)
-        for s in scales.unique().tolist():
-            chosen = scales == s
-            upsampled[chosen] = self.pair(hr[chosen], s, None)["upsampled"]
-        return {"upsampled": upsampled, "target": hr, "scale": scales}
+            out = self.pair(hr, self.train_scales[0], None)
+        else:
+            scales = torch.tensor(self.train_scales)[torch.randint(len(self.train_scales), (len(hr),))].to(hr.device)
+            upsampled = torch.empty_like(hr)
+            for s in scales.unique().tolist():
+                chosen = scales == s
+                upsampled[chosen] = self.pair(hr[chosen], s, None)["upsampled"]
+            out = {"upsampled": upsampled, "target": hr, "scale": scales}
+        crop = self.hparams.train_crop
+        if crop is None:
+            return out
+        return {**{k: out[k] for k in out if k != "degraded"},
+                "upsampled": d.center_crop(out["upsampled"], (crop, crop)),
+                "target": d.center_crop(out["target"], (crop, crop))}
 
     def as_given(self, batch: dict) -> dict:
         x = to_channels(batch["target"], self.hparams.channels)

@@ -1,25 +1,40 @@
 """Pixel losses by name, so a config or a sweep picks one with a string."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
+# elementwise penalty of the difference pred - target
+PENALTIES = {
+    "mse": torch.square,
+    "l1": torch.abs,
+    # the smooth L1 that LapSRN and many deblurring papers train with
+    "charbonnier": lambda d: torch.sqrt(d * d + 1e-6),
+}
+Reduction = Literal["mean", "sum"]
 
-class CharbonnierLoss(nn.Module):
-    """sqrt((x - y)^2 + eps^2): the smooth L1 that LapSRN and many deblurring papers train with."""
 
-    def __init__(self, eps: float = 1e-3):
+class PixelLoss(nn.Module):
+    """``reduction="mean"``: the mean over every pixel (PyTorch's convention). ``"sum"``: summed over each
+    sample's pixels and averaged over the batch, halved for mse: Caffe's EuclideanLoss and the 1/(2N) Σ‖·‖²
+    that VDSR and DnCNN wrote their learning rates for (the mean is patch-area times smaller)."""
+
+    def __init__(self, name: str = "mse", reduction: Reduction = "mean"):
         super().__init__()
-        self.eps = eps
+        if name not in PENALTIES:
+            raise ValueError(f"unknown loss {name!r}; choose one of {sorted(PENALTIES)}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"loss reduction {reduction!r} must be 'mean' or 'sum'")
+        self.name, self.reduction = name, reduction
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt((pred - target) ** 2 + self.eps**2).mean()
+        penalty = PENALTIES[self.name](pred - target)
+        if self.reduction == "mean":
+            return penalty.mean()
+        return penalty.flatten(1).sum(1).mean() * (0.5 if self.name == "mse" else 1.0)
 
 
-PIXEL_LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "charbonnier": CharbonnierLoss}
-
-
-def pixel_loss(name: str) -> nn.Module:
-    if name not in PIXEL_LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(PIXEL_LOSSES)}")
-    return PIXEL_LOSSES[name]()
+def pixel_loss(name: str, reduction: Reduction = "mean") -> PixelLoss:
+    return PixelLoss(name, reduction)

@@ -17,7 +17,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.losses import pixel_loss
+from datamodules.degradations import center_crop, rgb_to_gray
+from lightning_modules.losses import Reduction, pixel_loss
 from lightning_modules.metrics import ImageQuality, evaluation_view
 
 
@@ -26,29 +27,26 @@ from lightning_modules.metrics import ImageQuality, evaluation_view
 warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
 
 
-def center_crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    dh, dw = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
-    return x[..., dh : dh + size[0], dw : dw + size[1]]
-
-
 class RestorationModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
         scale: int = 1,
         loss: Literal["mse", "l1", "charbonnier"] = "mse",
+        loss_reduction: Reduction = "mean",
         optimizer: Literal["adam", "sgd"] = "adam",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         lr_multipliers: dict[str, float] | None = None,
-        scheduler: Literal["none", "step", "multistep", "exponential", "cosine"] = "none",
+        scheduler: Literal["none", "step", "multistep", "exponential", "cosine", "poly"] = "none",
         step_size: int = 10,
         milestones: list[int] | None = None,
         gamma: float = 0.1,
+        power: float = 1.0,
         clip_grad: float | None = None,
-        clip_algorithm: Literal["value", "norm"] = "norm",
+        clip_algorithm: Literal["value", "norm", "tensor_norm"] = "norm",
         clip_grad_by_lr: bool = False,
         metric_space: Literal["y", "rgb"] = "y",
     ):
@@ -56,7 +54,13 @@ class RestorationModule(L.LightningModule):
         Args:
             net: the architecture (``lightning_modules.nets``); see the net contract in NOTES.md.
             scale: SR factor, linked from ``data.init_args.scale``; sets the shaved border (0 when 1).
+            loss_reduction: "mean" over pixels, or "sum" over each sample's pixels (Caffe-style, ½ for mse),
+                the loss the SGD rates of VDSR and DnCNN were set for.
             lr_multipliers: parameter-name regex → factor on ``lr`` (SRCNN: ``{reconstruction: 0.1}``).
+            scheduler: "step"/"multistep"/"exponential" per epoch; "cosine" and "poly" (lr·(1 - t/T)^power,
+                SRN's decay to 0) per step over the whole run.
+            clip_algorithm: "value", "norm" (global norm), or "tensor_norm" (each parameter's gradient norm
+                clipped on its own, as NLRN's TensorFlow code does).
             clip_grad_by_lr: VDSR's adjustable clipping: the clip value is ``clip_grad / current lr``.
             metric_space: "y" (SR papers, BT.601 luma) or "rgb" (colour denoising papers).
         """
@@ -67,7 +71,7 @@ class RestorationModule(L.LightningModule):
             raise ValueError(f"{type(net).__name__} upsamples x{net_scale} but the data scale is x{scale}")
         self.net = net
         self.scale = scale
-        self.criterion = pixel_loss(loss)
+        self.criterion = pixel_loss(loss, loss_reduction)
         self.shave = scale if scale > 1 else 0
         suffix = "y" if metric_space == "y" else "rgb"
         self.monitor = f"val/psnr_{suffix}"
@@ -92,7 +96,7 @@ class RestorationModule(L.LightningModule):
             out = self.net(self.net_input(batch))
             target = batch["target"]
             if out.shape[-2:] != target.shape[-2:]:  # 'valid' convolutions: loss on the centre only
-                target = center_crop_to(target, out.shape[-2:])
+                target = center_crop(target, out.shape[-2:])
             loss = self.criterion(out, target)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -109,8 +113,15 @@ class RestorationModule(L.LightningModule):
             return
         if self.hparams.clip_grad_by_lr:
             clip = clip / optimizer.param_groups[0]["lr"]
+        algorithm = gradient_clip_algorithm or self.hparams.clip_algorithm
+        if algorithm == "tensor_norm":
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        torch.nn.utils.clip_grad_norm_(p, clip)
+            return
         self.clip_gradients(optimizer, gradient_clip_val=clip,
-                            gradient_clip_algorithm=gradient_clip_algorithm or self.hparams.clip_algorithm)
+                            gradient_clip_algorithm=algorithm)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -134,8 +145,12 @@ class RestorationModule(L.LightningModule):
         else:  # per step, over the whole run: max_epochs may be -1 when max_steps bounds the run
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError("model.init_args.scheduler=cosine needs trainer.max_steps or trainer.max_epochs")
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
+                raise ValueError(f"model.init_args.scheduler={hp.scheduler} needs trainer.max_steps or trainer.max_epochs")
+            total = max(1, int(total))
+            if hp.scheduler == "cosine":
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+            else:
+                sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=hp.power)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
@@ -143,32 +158,42 @@ class RestorationModule(L.LightningModule):
     def restore(self, batch: dict) -> torch.Tensor:
         return self.net(self.net_input(batch))
 
-    def _views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(net output, baseline, target) as the metrics see them."""
+    def _views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per image, (net output, baseline, target) as the metrics see them. On Y, a gray file that an RGB
+        net saw replicated is measured as gray (the MATLAB convention: a gray image is its own Y), so its
+        score does not depend on the net's colour space."""
         y = self.hparams.metric_space == "y"
         out = self.restore(batch)
-        view = lambda x: evaluation_view(x, self.shave, y_channel=y)  # noqa: E731
-        return view(out), view(batch["upsampled"]), view(batch["target"])
+        gray = batch.get("gray", torch.zeros(len(out), dtype=torch.bool))
+        views = []
+        for i in range(len(out)):
+            as_gray = y and bool(gray[i])
+
+            def view(x: torch.Tensor) -> torch.Tensor:
+                x = x[i : i + 1]
+                return evaluation_view(rgb_to_gray(x) if as_gray else x, self.shave, y_channel=y)
+
+            views.append((view(out), view(batch["upsampled"]), view(batch["target"])))
+        return views
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out, base, target = self._views(batch)
-        self.val_quality.update(out, target)
-        self.val_baseline.update(base, target)
+        for out, base, target in self._views(batch):
+            self.val_quality.update(out, target)
+            self.val_baseline.update(base, target)
 
     def on_validation_epoch_end(self) -> None:
         self._log_quality("val", self.val_quality, self.val_baseline)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        out, base, target = self._views(batch)
-        for i in range(out.shape[0]):
-            row = {"image": batch["name"][i]}
+        for name, (out, base, target) in zip(batch["name"], self._views(batch)):
+            row = {"image": name}
             for tag, x in (("baseline", base), ("model", out)):
                 q = ImageQuality(ms_ssim=False).to(out.device)
-                q.update(x[i : i + 1], target[i : i + 1])
+                q.update(x, target)
                 row.update({f"{tag}_{k}": float(v) for k, v in q.compute().items()})
             self.test_rows.append(row)
-        self.test_quality.update(out, target)
-        self.test_baseline.update(base, target)
+            self.test_quality.update(out, target)
+            self.test_baseline.update(base, target)
 
     def on_test_epoch_start(self) -> None:
         self.test_rows = []

@@ -196,6 +196,39 @@ def test_multiscale_batches_mix_scales_and_degrade_each_at_its_own(photos):
         SRDataModule(scale=2, scales=[2, 3], patch_size=24).check_net(SRResNet(channels=1, scale=2, blocks=1))
 
 
+def test_train_crop_cuts_vdsr_pairs_from_the_centre_of_degraded_patches(photos):
+    dm = SRDataModule(scale=3, scales=[2, 3, 4], patch_size=48, train_crop=41, batch_size=12, patches_per_epoch=12,
+                      **photos)
+    torch.manual_seed(0)
+    batch = training_batch(dm)
+    assert "degraded" not in batch and batch["upsampled"].shape == batch["target"].shape == (12, 1, 41, 41)
+    torch.manual_seed(0)
+    whole = SRDataModule(scale=3, scales=[2, 3, 4], patch_size=48, batch_size=12, patches_per_epoch=12, **photos)
+    full = training_batch(whole)
+    for key in ("upsampled", "target"):  # the same patches, degraded at 48x48, then cut to their centre 41x41
+        assert torch.equal(batch[key], full[key][..., 3:44, 3:44])
+    assert eval_pairs(dm)[0]["degraded"].shape[-2] * 3 == eval_pairs(dm)[0]["target"].shape[-2]  # eval: whole
+    with pytest.raises(ValueError, match="data.train_crop=49 must be .* no larger than data.patch_size=48"):
+        SRDataModule(scale=3, scales=[2, 3, 4], patch_size=48, train_crop=49)
+    with pytest.raises(ValueError, match="data.train_crop=20 crops the upsampled input, but SRResNet"):
+        SRDataModule(scale=2, patch_size=24, train_crop=20).check_net(SRResNet(channels=1, scale=2, blocks=1))
+
+
+def test_gray_files_are_measured_as_gray_by_an_rgb_net(photos):
+    """camera.png through an RGB SR pipeline scores exactly what it scores as its own Y."""
+    def baseline_psnr(channels: str) -> float:
+        dm = SRDataModule(scale=3, channels=channels, patch_size=24, train=photos["train"],
+                          val=[str(Path(photos["train"][0]) / "camera.png")])
+        net = SRResNet(channels=3 if channels == "rgb" else 1, scale=3, blocks=1, features=4)
+        module = RestorationModule(net, scale=3, metric_space="y")
+        L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=False,
+                  enable_model_summary=False).test(module, datamodule=dm, verbose=False)
+        (row,) = module.test_rows
+        return row["baseline_psnr"]
+
+    assert baseline_psnr("rgb") == pytest.approx(baseline_psnr("y"), abs=1e-9)
+
+
 def test_blind_sigma_spans_its_range_and_is_the_noise_drawn(photos):
     dm = DenoiseDataModule(noise_sigma=[0, 55], patch_size=40, batch_size=64, patches_per_epoch=64, **photos)
     torch.manual_seed(0)

@@ -20,24 +20,26 @@ PAPER_VALUES = {
     "vdsr": {"net.depth": 20, "net.features": 64, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
              "weight_decay": 1e-4, "scheduler": "step", "step_size": 20, "gamma": 0.1, "clip_grad": 0.01,
              "clip_algorithm": "value", "clip_grad_by_lr": True, "data.scales": [2, 3, 4], "data.batch_size": 64,
-             "data.channels": "y", "max_epochs": 80},
+             "data.channels": "y", "max_epochs": 80, "loss_reduction": "sum", "data.train_crop": 41},
     "dncnn_s": {"net.depth": 17, "net.features": 64, "optimizer": "adam", "lr": 1e-3, "milestones": [30],
-                "data.noise_sigma": 25.0, "data.patch_size": 40, "data.batch_size": 128, "max_epochs": 50},
+                "data.noise_sigma": 25.0, "data.patch_size": 40, "data.batch_size": 128, "max_epochs": 50,
+                "loss_reduction": "sum"},
     "dncnn_b": {"net.depth": 20, "net.features": 64, "data.noise_sigma": [0.0, 55.0], "data.test_sigma": 25.0,
                 "data.patch_size": 50, "data.batch_size": 128},
     "nlrn": {"net.features": 128, "net.steps": 12, "net.window": 45, "lr": 1e-3, "gamma": 0.5, "clip_grad": 2.5,
-             "clip_algorithm": "norm", "data.patch_size": 43, "data.batch_size": 16, "data.noise_sigma": 25.0},
+             "clip_algorithm": "tensor_norm", "data.patch_size": 43, "data.batch_size": 16, "data.noise_sigma": 25.0},
     "srresnet": {"net.blocks": 16, "net.features": 64, "net.scale": 4, "optimizer": "adam", "lr": 1e-4,
                  "loss": "mse", "data.scale": 4, "data.patch_size": 96, "data.batch_size": 16, "data.channels": "rgb"},
     "deepdeblur": {"net.blocks": 19, "net.features": 64, "net.kernel_size": 5, "net.scales": 3, "lr": 5e-5,
                    "loss": "mse", "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 4},
     "srn": {"net.features": 32, "net.blocks": 3, "net.use_lstm": True, "net.scales": 3, "lr": 1e-4,
-            "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 16},
+            "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 16, "scheduler": "poly",
+            "power": 0.3},
 }
 
 NET, MODEL, DATA = "--model.init_args.net.init_args", "--model.init_args", "--data.init_args"
 TINY = {
-    "vdsr": [f"{NET}.depth=3", f"{NET}.features=8", f"{DATA}.patch_size=24"],
+    "vdsr": [f"{NET}.depth=3", f"{NET}.features=8", f"{DATA}.patch_size=24", f"{DATA}.train_crop=20"],
     "dncnn_s": [f"{NET}.depth=3", f"{NET}.features=8", f"{DATA}.patch_size=16"],
     "dncnn_b": [f"{NET}.depth=3", f"{NET}.features=8", f"{DATA}.patch_size=16"],
     "nlrn": [f"{NET}.features=8", f"{NET}.steps=2", f"{NET}.window=3", f"{NET}.embed_features=4",
@@ -84,10 +86,10 @@ def test_srresnet_scale_follows_the_data_scale(run_env, capsys):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_one_training_step_from_the_config(run_env, name):
-    main(["fit", "--config", f"configs/{name}.yaml", f"--runs_dir={run_env}", f"--experiment={name}",
-          "--run_id=one-step", *ONE_STEP, *TINY[name]])
-    ckpt = torch.load(run_env / name / "one-step" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
+    main(["fit", "--config", f"configs/{name}.yaml", f"--runs_dir={run_env}", *ONE_STEP, *TINY[name]])
+    # the run is named after the config file, ${...} interpolations in it or not (srresnet has one)
+    (last,) = run_env.glob(f"{name}/*/checkpoints/last*.ckpt")
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 1
     hp = ckpt["hyper_parameters"]
     # the tiny width reached the net, and the paper's optimizer made the step
@@ -172,3 +174,14 @@ def test_gaussian_filter_baseline_picks_the_best_sigma(run_env):
 
 def test_max_time_is_lightnings_format():
     assert mt.max_time(150) == "00:00:02:30" and mt.max_time(90061) == "01:01:01:01"
+
+
+def test_models_command_trains_nets_in_parallel_processes(tmp_path):
+    """--jobs 2: two real (very short) trainings in spawned processes, both rows kept, the README untouched."""
+    out = tmp_path / "out"
+    assert mt.main(["--only", "srcnn", "dncnn_s", "--budget-seconds", "2", "--threads", "1", "--jobs", "2",
+                    "--readme", "", "--out", str(out)]) == 0
+    rows = json.loads((out / "models.json").read_text())
+    assert sorted({r["net"] for r in rows}) == ["DnCNN-S", "SRCNN"]
+    assert all(r["jobs"] == 2 and r["threads"] == 1 and r["steps"] > 0 for r in rows)
+    assert "2 nets training at once" in mt.render_table(rows)
