@@ -14,8 +14,8 @@ Evaluation is the module's own test loop (``RestorationModule.test_step``: paper
     deblur    RGB, GoPro-style synthetic blur (7-13 frames along a random camera path, averaged in linear
               light), vs the blurred input
 
-    restorelab models                                  # all nets, 150 s of training each
-    restorelab models --threads 1                      # on a CPU shared with other jobs (how the README's was made)
+    restorelab models                                  # all nets, 600 s of training each
+    restorelab models --threads 1 --jobs 2             # two nets at once, one core each (how the README's was made)
     restorelab models --only vdsr dncnn_s --budget-seconds 300
 
 ``run_model(key, budget_seconds, work_dir)`` returns a net's rows; ``render_table`` / ``rewrite_readme`` make
@@ -29,10 +29,12 @@ import csv
 import importlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +44,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
-DEFAULT_BUDGET_SECONDS = 150
+DEFAULT_BUDGET_SECONDS = 600
 # Candidate σ (pixels) of the Gaussian-filter baseline; the best on the held-out photos is reported.
 GAUSSIAN_SIGMAS = tuple(round(0.5 + 0.1 * i, 1) for i in range(16))  # 0.5 .. 2.0
 
@@ -63,6 +65,7 @@ class ModelSpec:
     levels: tuple[int, ...]  # SR: scales measured; denoise: σ measured; deblur: ()
     overrides: tuple[str, ...]  # CPU-budget command-line overrides of the config
     budget_note: str  # the overrides in words, for the table
+    per_scale: bool = False  # SR nets whose layers depend on the scale (sub-pixel): one training run per scale
 
 
 SPECS: dict[str, ModelSpec] = {
@@ -88,10 +91,11 @@ SPECS: dict[str, ModelSpec] = {
          f"{DATA}.batch_size=8", f"{DATA}.patch_size=32"),
         "32 features, 3 steps, 7×7 window, 32² patches, batch 8, Adam 1e-3 (paper: 128, 12, 45×45, 43², 16)"),
     "srresnet": ModelSpec(
-        "SRResNet", "Ledig et al., CVPR 2017", "configs/srresnet.yaml", "sr", (4,),
+        "SRResNet", "Ledig et al., CVPR 2017", "configs/srresnet.yaml", "sr", (3, 4),
         (f"{NET}.blocks=4", f"{NET}.features=32", *CONSTANT_ADAM, f"{MODEL}.lr=1e-3", f"{DATA}.patch_size=48",
          f"{DATA}.batch_size=8"),
-        "4 blocks, 32 channels, 48² HR patches, batch 8, Adam 1e-3 (paper: 16, 64, 96², 16, 1e-4)"),
+        "4 blocks, 32 channels, 48² HR patches, batch 8, Adam 1e-3 (paper: 16, 64, 96², 16, 1e-4)",
+        per_scale=True),
     "deepdeblur": ModelSpec(
         "DeepDeblur", "Nah et al., CVPR 2017", "configs/deepdeblur.yaml", "deblur", (),
         (f"{NET}.blocks=3", f"{NET}.features=16", *CONSTANT_ADAM, f"{MODEL}.lr=1e-3", f"{DATA}.patch_size=64",
@@ -134,17 +138,18 @@ def _own_run_directory():
         os.environ.update(saved)
 
 
-def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] = ()) -> TrainedRun:
+def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
+          run_id: str = "cpu-budget") -> TrainedRun:
     """``restorelab fit`` of a net's config with its CPU overrides for ``budget_seconds`` of training, in a fresh
-    ``runs_dir/<key>/cpu-budget``; returns its last checkpoint, the steps reached and the wall time of the fit."""
+    ``runs_dir/<key>/<run_id>``; returns its last checkpoint, the steps reached and the wall time of the fit."""
     from restorelab.cli import main as cli
 
     spec = SPECS[key]
-    run_dir = Path(runs_dir) / key / "cpu-budget"
+    run_dir = Path(runs_dir) / key / run_id
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = (*spec.overrides, *extra)
     args = ["fit", "--config", str(REPO / spec.config), f"--runs_dir={runs_dir}", f"--experiment={key}",
-            "--run_id=cpu-budget", f"--trainer.max_time={max_time(budget_seconds)}", "--trainer.limit_val_batches=0",
+            f"--run_id={run_id}", f"--trainer.max_time={max_time(budget_seconds)}", "--trainer.limit_val_batches=0",
             "--test_after_fit=false", *QUIET, *overrides]
     start = time.perf_counter()
     with _own_run_directory():
@@ -251,17 +256,23 @@ def table_row(spec: ModelSpec, run: TrainedRun, budget_seconds: float, setting: 
 def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir: str | Path = "runs/models",
               extra: Sequence[str] = (), levels: Sequence[int] | None = None) -> list[dict]:
     """Train one net for the budget and return its table rows (one per scale / baseline). ``extra`` overrides
-    go after the spec's; ``levels`` replaces its measured scales (SR) or σ (denoising), e.g. for a ×3 SRResNet."""
+    go after the spec's; ``levels`` replaces its measured scales (SR) or σ (denoising). A ``per_scale`` SR net
+    is trained once per scale, each run with the whole budget."""
     spec = SPECS[key]
     levels = spec.levels if levels is None else tuple(levels)
-    run = train(key, budget_seconds, Path(work_dir) / "runs", extra)
-    row = lambda *a: table_row(spec, run, budget_seconds, *a)  # noqa: E731
+    runs_dir = Path(work_dir) / "runs"
     if spec.task == "sr":
-        rows = []
+        rows, run = [], None
         for scale in levels:
+            if spec.per_scale or run is None:
+                per_scale = (f"{DATA}.scale={scale}",) if spec.per_scale else ()
+                run = train(key, budget_seconds, runs_dir, (*per_scale, *extra),
+                            run_id=f"cpu-budget-x{scale}" if spec.per_scale else "cpu-budget")
             images, _ = evaluate(run.checkpoint, scale=scale)
-            rows.append(row(f"×{scale}", "bicubic", images, "baseline", images))
+            rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", images, "baseline", images))
         return rows
+    run = train(key, budget_seconds, runs_dir, extra)
+    row = lambda *a: table_row(spec, run, budget_seconds, *a)  # noqa: E731
     if spec.task == "denoise":
         rows = []
         for sigma in levels:
@@ -285,10 +296,12 @@ def render_table(rows: Sequence[dict]) -> str:
     """The README section: how the numbers were made, then one markdown line per row."""
     budgets = sorted({r["budget_seconds"] for r in rows})
     threads = sorted({r.get("threads", 0) for r in rows} - {0})
+    jobs = sorted({r.get("jobs", 1) for r in rows})
+    at_once = (f", {' / '.join(map(str, jobs))} nets training at once, one per core" if jobs != [1] else "")
     lines = [
         f"Generated by `restorelab models` (`restorelab/model_table.py`): each net trained from its config for "
         f"{' / '.join(f'{b:g}' for b in budgets)} s of wall-clock time on this machine's CPU "
-        f"({' / '.join(map(str, threads)) or '?'} torch thread{'s' if threads != [1] else ''}), with the overrides "
+        f"({' / '.join(map(str, threads)) or '?'} torch thread{'s' if threads != [1] else ''}{at_once}), with the overrides "
         "stated (steps reached in the budget column), no validation during training, last weights measured. "
         "Held-out photos chelsea, coffee, camera; mean over the three. SR: PSNR/SSIM on Y, border shaved by the "
         "scale, MATLAB bicubic; denoising: gray, one seeded noise draw per image, the Gaussian filter's σ the best "
@@ -319,7 +332,7 @@ def rewrite_readme(path: str | Path, body: str) -> None:
     path.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:])
 
 
-CSV_FIELDS = ("net", "paper", "task", "setting", "config", "budget_seconds", "steps", "train_seconds", "threads",
+CSV_FIELDS = ("net", "paper", "task", "setting", "config", "budget_seconds", "steps", "train_seconds", "threads", "jobs",
               "baseline", "baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim", "gain_db", "overrides")
 
 
@@ -344,6 +357,12 @@ def merge_rows(previous: Sequence[dict], new: Sequence[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
+def _run_model_in_worker(key: str, budget_seconds: float, out: str, threads: int | None) -> list[dict]:
+    if threads:
+        torch.set_num_threads(threads)
+    return run_model(key, budget_seconds, out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(SPECS), default=None,
@@ -355,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's). On a CPU shared with other jobs, 1 can be "
                              "many times faster than one per core: threads of one op wait for each other")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="nets trained at once, each in its own process (with --threads 1: one per core)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -362,10 +383,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     previous = json.loads((out / "models.json").read_text()) if (out / "models.json").is_file() else []
     new = []
-    for key in args.only or list(SPECS):
+    keys = args.only or list(SPECS)
+    for key in keys:
         print(f"restorelab models: training {SPECS[key].name} for {args.budget_seconds:g} s", file=sys.stderr)
-        new += run_model(key, args.budget_seconds, out)
-        write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
+    if args.jobs > 1:
+        # spawned, not forked: a forked child would inherit torch's thread pools mid-state
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_model_in_worker, key, args.budget_seconds, str(out), args.threads)
+                       for key in keys]
+            for future in as_completed(futures):
+                new += [{**r, "jobs": args.jobs} for r in future.result()]
+                write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
+    else:
+        for key in keys:
+            new += run_model(key, args.budget_seconds, out)
+            write_rows(merge_rows(previous, new), out)
     rows = merge_rows(previous, new)
     table = render_table(rows)
     print(table)

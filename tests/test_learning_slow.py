@@ -9,7 +9,7 @@ import torch
 from restorelab import model_table as mt
 
 pytestmark = pytest.mark.slow
-BUDGET_SECONDS = 180
+BUDGET_SECONDS = mt.DEFAULT_BUDGET_SECONDS  # as the README table: the claims are checked where they were measured
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +37,7 @@ def test_vdsr_beats_bicubic_at_x3_and_x4(tmp_path):
 
 @pytest.mark.parametrize("scale", [3, 4])
 def test_srresnet_beats_bicubic(tmp_path, scale):
-    (row,) = mt.run_model("srresnet", BUDGET_SECONDS, tmp_path, extra=[f"--data.init_args.scale={scale}"],
-                          levels=[scale])
+    (row,) = mt.run_model("srresnet", BUDGET_SECONDS, tmp_path, levels=[scale])  # a net of its own per scale
     assert row["setting"] == f"×{scale}" and row["baseline"] == "bicubic"
     assert row["model_psnr"] > row["baseline_psnr"], row
 
