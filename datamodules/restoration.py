@@ -435,10 +435,6 @@ class SRDataModule(RestorationDataModule):
             raise ValueError(f"data.scales={scales!r} must be distinct values from {list(SR_SCALES)}")
         check_choice("kernel", kernel, Kernel.__args__)
         check_choice("order", order, Order.__args__)
-        patch_size = kwargs.get("patch_size", 33)
-        if train_crop is not None and (not isinstance(train_crop, int) or not 0 < train_crop <= patch_size):
-            raise ValueError(f"data.train_crop={train_crop!r} must be a positive integer no larger than "
-                             f"data.patch_size={patch_size}")
         self.noise_range = as_range("noise_sigma", noise_sigma, 0.0, 255.0)
         self.kernel_size = kernel_size or DEFAULT_KERNEL_SIZE.get(kernel, 0)
         if kernel_size is not None and (not isinstance(kernel_size, int) or kernel_size < 1):
@@ -457,6 +453,10 @@ class SRDataModule(RestorationDataModule):
             self.kernel_size = max(self.fixed_kernel.shape)
         super().__init__(scale=scale, **kwargs)
         self._check_kernel_fits()
+        patch_size = self.hparams.patch_size
+        if train_crop is not None and (not isinstance(train_crop, int) or not 0 < train_crop <= patch_size):
+            raise ValueError(f"data.train_crop={train_crop!r} must be a positive integer no larger than "
+                             f"data.patch_size={patch_size}")
 
     def _check_kernel_fits(self) -> None:
         """Reflect padding needs the blurred image's sides to exceed the kernel's half width."""

@@ -35,6 +35,3 @@ class PixelLoss(nn.Module):
             return penalty.mean()
         return penalty.flatten(1).sum(1).mean() * (0.5 if self.name == "mse" else 1.0)
 
-
-def pixel_loss(name: str, reduction: Reduction = "mean") -> PixelLoss:
-    return PixelLoss(name, reduction)

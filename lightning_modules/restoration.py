@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.degradations import center_crop, rgb_to_gray
-from lightning_modules.losses import Reduction, pixel_loss
+from lightning_modules.losses import PixelLoss, Reduction
 from lightning_modules.metrics import ImageQuality, evaluation_view
 
 
@@ -71,7 +71,7 @@ class RestorationModule(L.LightningModule):
             raise ValueError(f"{type(net).__name__} upsamples x{net_scale} but the data scale is x{scale}")
         self.net = net
         self.scale = scale
-        self.criterion = pixel_loss(loss, loss_reduction)
+        self.criterion = PixelLoss(loss, loss_reduction)
         self.shave = scale if scale > 1 else 0
         suffix = "y" if metric_space == "y" else "rgb"
         self.monitor = f"val/psnr_{suffix}"

@@ -62,7 +62,7 @@ class RestoreLabCLI(LightningCLI):
         cfg = self._cfg()
         experiment = cfg.get("experiment")
         if not experiment:
-            configs = cfg.get("config") or getattr(self, "config_files", [])
+            configs = cfg.get("config") or self.config_files
             experiment = experiment_name(Path(str(configs[0])).stem if configs else "default")
         run_id = cfg.get("run_id") or os.environ.get("RESTORELAB_RUN_ID") or config_run_id(
             _plain(cfg.get("model")), _plain(cfg.get("data")), cfg.get("seed_everything"))

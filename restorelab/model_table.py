@@ -53,8 +53,8 @@ GAUSSIAN_SIGMAS = tuple(round(0.5 + 0.1 * i, 1) for i in range(16))  # 0.5 .. 2.
 NET = "--model.init_args.net.init_args"
 MODEL = "--model.init_args"
 DATA = "--data.init_args"
-# Every CPU run trains with Adam at a constant rate (the papers' decays are spread over days of GPU time) and
-# small batches: in minutes, more updates beat larger batches.
+# CPU runs train with Adam (the papers' decays are spread over days of GPU time) and small batches: in minutes,
+# more updates beat larger batches.
 CONSTANT_ADAM = (f"{MODEL}.optimizer=adam", f"{MODEL}.scheduler=none")
 
 
@@ -64,7 +64,6 @@ def cosine_adam(steps: int) -> tuple[str, ...]:
     DeepDeblur (no BN) gave outputs of ±4000 on a test photo, SRResNet ×4 a 2 dB brightness drift, SRN fell
     1 dB below its input after being 0.2 dB above it in a run of the same length."""
     return (f"{MODEL}.optimizer=adam", f"{MODEL}.scheduler=cosine", f"--trainer.max_steps={steps}")
-
 
 
 @dataclass(frozen=True)
@@ -292,10 +291,10 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
     row = lambda *a: table_row(spec, run, budget_seconds, *a)  # noqa: E731
     if spec.task == "denoise":
         rows = []
+        metric_space = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"][
+            "metric_space"]
         for sigma in levels:
             images, data = evaluate(run.checkpoint, sigma=sigma)
-            metric_space = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"][
-                "metric_space"]
             filter_sigma, filtered = best_gaussian_filter(data, metric_space)
             rows.append(row(f"σ={sigma}", "noisy input", images, "baseline", images))
             rows.append(row(f"σ={sigma}", f"Gaussian filter σ={filter_sigma:g}", filtered, "model", images))
@@ -380,6 +379,19 @@ def _run_model_in_worker(key: str, budget_seconds: float, out: str, threads: int
     return run_model(key, budget_seconds, out)
 
 
+def _trained_rows(keys: Sequence[str], budget_seconds: float, out: Path, threads: int | None, jobs: int):
+    """Each net's rows as its training ends: here, one after the other, or ``jobs`` nets at once in processes."""
+    if jobs <= 1:
+        for key in keys:
+            yield run_model(key, budget_seconds, out)
+        return
+    # spawned, not forked: a forked child would inherit torch's thread pools mid-state
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_model_in_worker, key, budget_seconds, str(out), threads) for key in keys]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(SPECS), default=None,
@@ -403,19 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = args.only or list(SPECS)
     for key in keys:
         print(f"restorelab models: training {SPECS[key].name} for {args.budget_seconds:g} s", file=sys.stderr)
-    if args.jobs > 1:
-        # spawned, not forked: a forked child would inherit torch's thread pools mid-state
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(_run_model_in_worker, key, args.budget_seconds, str(out), args.threads)
-                       for key in keys]
-            for future in as_completed(futures):
-                new += [{**r, "jobs": args.jobs} for r in future.result()]
-                write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
-    else:
-        for key in keys:
-            new += run_model(key, args.budget_seconds, out)
-            write_rows(merge_rows(previous, new), out)
+    for net_rows in _trained_rows(keys, args.budget_seconds, out, args.threads, args.jobs):
+        new += [{**r, "jobs": args.jobs} for r in net_rows]
+        write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
     rows = merge_rows(previous, new)
     table = render_table(rows)
     print(table)

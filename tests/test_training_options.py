@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from datamodules.restoration import SRDataModule
-from lightning_modules.losses import pixel_loss
+from lightning_modules.losses import PixelLoss
 from lightning_modules.nets.srcnn import SRCNN
 from lightning_modules.restoration import RestorationModule
 
@@ -16,13 +16,13 @@ from lightning_modules.restoration import RestorationModule
 def test_summed_loss_is_half_the_per_sample_sum_for_mse():
     pred, target = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     sq = (pred - target) ** 2
-    assert pixel_loss("mse")(pred, target) == pytest.approx(float(sq.mean()))
-    assert pixel_loss("mse", "sum")(pred, target) == pytest.approx(float(sq.sum() / 4 / 2))
-    assert pixel_loss("l1", "sum")(pred, target) == pytest.approx(float((pred - target).abs().sum() / 4))
+    assert PixelLoss("mse")(pred, target) == pytest.approx(float(sq.mean()))
+    assert PixelLoss("mse", "sum")(pred, target) == pytest.approx(float(sq.sum() / 4 / 2))
+    assert PixelLoss("l1", "sum")(pred, target) == pytest.approx(float((pred - target).abs().sum() / 4))
     # same direction, patch-area times larger: what the papers' SGD rates were chosen for
-    assert pixel_loss("mse", "sum")(pred, target) == pytest.approx(float(pixel_loss("mse")(pred, target)) * 64 / 2)
+    assert PixelLoss("mse", "sum")(pred, target) == pytest.approx(float(PixelLoss("mse")(pred, target)) * 64 / 2)
     with pytest.raises(ValueError, match="loss reduction 'total'"):
-        pixel_loss("mse", "total")
+        PixelLoss("mse", "total")
 
 
 class RecordLR(L.Callback):
