@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules import degradations as d
 from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize, rgb_to_y
+from datamodules.errors import AnticipatedError
 from datamodules.gopro import GOPRO_BLUR_KINDS, frame_folders, frame_windows, gopro_pairs
 from datamodules.sources import dataset_root, load_images, read_image
 
@@ -63,14 +64,14 @@ def image_seed(name: str, seed: int) -> int:
 
 def check_choice(option: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"data.{option}={value!r} must be one of {', '.join(map(repr, choices))}")
+        raise AnticipatedError(f"data.init_args.{option}={value!r} must be one of {', '.join(map(repr, choices))}")
 
 
 def as_range(option: str, value, low: float = 0.0, high: float = math.inf) -> tuple[float, float]:
     """A config value that is a fixed number or a [low, high] range, as a checked (low, high) pair."""
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair) or not low <= pair[0] <= pair[1] <= high:
-        raise ValueError(f"data.{option}={value!r} must be a number or a [low, high] range within [{low}, {high}]")
+        raise AnticipatedError(f"data.init_args.{option}={value!r} must be a number or a [low, high] range within [{low}, {high}]")
     return float(pair[0]), float(pair[1])
 
 
@@ -151,7 +152,7 @@ class RandomPatches(Dataset):
         keys = tuple(arrays)
         h, w = arrays[keys[0]].shape[:2]
         if min(h, w) < self.patch_size:
-            raise ValueError(f"{name}: {w}x{h} is smaller than the {self.patch_size}px patch")
+            raise AnticipatedError(f"{name}: {w}x{h} is smaller than the {self.patch_size}px patch")
         transform = self._transform(keys)
         transform.set_random_seed(int(rng.integers(2**31)))
         out = transform(image=arrays[keys[0]], **{k: arrays[k] for k in keys[1:]})
@@ -242,10 +243,10 @@ class RestorationDataModule(L.LightningDataModule):
         for option, value in (("patch_size", patch_size), ("batch_size", batch_size),
                               ("patches_per_epoch", patches_per_epoch)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{option}={value!r} must be a positive integer")
+                raise AnticipatedError(f"data.init_args.{option}={value!r} must be a positive integer")
         self.scale = scale
         if patch_size % self.patch_multiple():
-            raise ValueError(f"data.patch_size={patch_size} must be a multiple of {self.patch_multiple()}")
+            raise AnticipatedError(f"data.init_args.patch_size={patch_size} must be a multiple of {self.patch_multiple()}")
         self.train_set = self.val_set = self.test_set = self.predict_set = None
 
     # ---- what a task subclass defines
@@ -275,7 +276,7 @@ class RestorationDataModule(L.LightningDataModule):
     def check_net(self, net) -> None:
         """Raise, naming the option, where the net cannot train on these batches."""
         if self.hparams.patch_size % _net_multiple(net):
-            raise ValueError(f"data.patch_size={self.hparams.patch_size} must be a multiple of {_net_multiple(net)} "
+            raise AnticipatedError(f"data.init_args.patch_size={self.hparams.patch_size} must be a multiple of {_net_multiple(net)} "
                              f"for {type(net).__name__} (scale {getattr(net, 'scale', 1)} x size_multiple "
                              f"{getattr(net, 'size_multiple', 1)})")
 
@@ -428,34 +429,34 @@ class SRDataModule(RestorationDataModule):
             noise_sigma: σ on the 0..255 scale, or [low, high] drawn per image.
         """
         if scale not in SR_SCALES:
-            raise ValueError(f"data.scale must be one of 2, 3, 4, 8; got {scale}")
+            raise AnticipatedError(f"data.init_args.scale must be one of 2, 3, 4, 8; got {scale}")
         self.train_scales = list(scales) if scales else [scale]
         if not self.train_scales or len(set(self.train_scales)) != len(self.train_scales) or \
                 any(s not in SR_SCALES for s in self.train_scales):
-            raise ValueError(f"data.scales={scales!r} must be distinct values from {list(SR_SCALES)}")
+            raise AnticipatedError(f"data.init_args.scales={scales!r} must be distinct values from {list(SR_SCALES)}")
         check_choice("kernel", kernel, Kernel.__args__)
         check_choice("order", order, Order.__args__)
         self.noise_range = as_range("noise_sigma", noise_sigma, 0.0, 255.0)
         self.kernel_size = kernel_size or DEFAULT_KERNEL_SIZE.get(kernel, 0)
         if kernel_size is not None and (not isinstance(kernel_size, int) or kernel_size < 1):
-            raise ValueError(f"data.kernel_size={kernel_size!r} must be a positive integer")
+            raise AnticipatedError(f"data.init_args.kernel_size={kernel_size!r} must be a positive integer")
         self.fixed_kernel = None
         if kernel == "gaussian":
             if sigma <= 0 or (sigma2 is not None and sigma2 <= 0):
-                raise ValueError(f"data.sigma={sigma!r} and data.sigma2={sigma2!r} must be positive")
+                raise AnticipatedError(f"data.init_args.sigma={sigma!r} and data.sigma2={sigma2!r} must be positive")
             self.fixed_kernel = d.gaussian_kernel(self.kernel_size, sigma, sigma2, math.radians(theta))
         elif kernel == "random_gaussian":
             as_range("sigma_range", sigma_range, 1e-3)
         elif kernel == "file":
             if not kernel_file:
-                raise ValueError("data.kernel_file is required when data.kernel='file'")
+                raise AnticipatedError("data.init_args.kernel_file is required when data.kernel='file'")
             self.fixed_kernel = d.load_kernel(kernel_file)
             self.kernel_size = max(self.fixed_kernel.shape)
         super().__init__(scale=scale, **kwargs)
         self._check_kernel_fits()
         patch_size = self.hparams.patch_size
         if train_crop is not None and (not isinstance(train_crop, int) or not 0 < train_crop <= patch_size):
-            raise ValueError(f"data.train_crop={train_crop!r} must be a positive integer no larger than "
+            raise AnticipatedError(f"data.init_args.train_crop={train_crop!r} must be a positive integer no larger than "
                              f"data.patch_size={patch_size}")
 
     def _check_kernel_fits(self) -> None:
@@ -466,7 +467,7 @@ class SRDataModule(RestorationDataModule):
         if self.hparams.order == "bicubic_blur":
             side //= max(self.train_scales)
         if side <= self.kernel_size // 2:
-            raise ValueError(f"data.patch_size={self.hparams.patch_size} is too small for a {self.kernel_size}x"
+            raise AnticipatedError(f"data.init_args.patch_size={self.hparams.patch_size} is too small for a {self.kernel_size}x"
                              f"{self.kernel_size} kernel (data.kernel_size) with order {self.hparams.order!r}")
 
     def patch_multiple(self) -> int:
@@ -478,11 +479,11 @@ class SRDataModule(RestorationDataModule):
     def check_net(self, net) -> None:
         super().check_net(net)
         if len(self.train_scales) > 1 and getattr(net, "scale", 1) != 1:
-            raise ValueError(f"data.scales={self.train_scales} mixes scales in a batch, which only nets on the "
+            raise AnticipatedError(f"data.init_args.scales={self.train_scales} mixes scales in a batch, which only nets on the "
                              f"upsampled input (scale 1, e.g. VDSR) can train on; {type(net).__name__} has "
                              f"scale {net.scale}")
         if self.hparams.train_crop is not None and getattr(net, "scale", 1) != 1:
-            raise ValueError(f"data.train_crop={self.hparams.train_crop} crops the upsampled input, but "
+            raise AnticipatedError(f"data.init_args.train_crop={self.hparams.train_crop} crops the upsampled input, but "
                              f"{type(net).__name__} takes the LR image (scale {net.scale})")
 
     def kernels(self, n: int, scale: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -568,7 +569,7 @@ class DenoiseDataModule(RestorationDataModule):
         """
         check_choice("channels", channels, ("gray", "rgb"))
         if kwargs.get("scale", 1) != 1:
-            raise ValueError(f"data.scale={kwargs['scale']!r} must be 1 for denoising")
+            raise AnticipatedError(f"data.init_args.scale={kwargs['scale']!r} must be 1 for denoising")
         self.noise_range = as_range("noise_sigma", noise_sigma, 0.0, 255.0)
         self.test_range = self.noise_range if test_sigma is None else as_range("test_sigma", test_sigma, 0.0, 255.0)
         self.jpeg_range = None if jpeg_quality is None else tuple(
@@ -649,17 +650,17 @@ class DeblurDataModule(RestorationDataModule):
         check_choice("source", source, Source.__args__)
         check_choice("gopro_blur", gopro_blur, GOPRO_BLUR_KINDS)
         if kwargs.get("scale", 1) != 1:
-            raise ValueError(f"data.scale={kwargs['scale']!r} must be 1 for deblurring")
+            raise AnticipatedError(f"data.init_args.scale={kwargs['scale']!r} must be 1 for deblurring")
         low, high = (int(v) for v in as_range("n_frames", n_frames, 1, 1000))
         if not any(t % 2 for t in range(low, high + 1)):
-            raise ValueError(f"data.n_frames={n_frames!r} must include an odd count (the target is the middle frame)")
+            raise AnticipatedError(f"data.init_args.n_frames={n_frames!r} must include an odd count (the target is the middle frame)")
         self.frame_range = (low, high - 1 + high % 2)
         if camera_gamma <= 0:
-            raise ValueError(f"data.camera_gamma={camera_gamma!r} must be positive")
+            raise AnticipatedError(f"data.init_args.camera_gamma={camera_gamma!r} must be positive")
         if not isinstance(pyramid_levels, int) or pyramid_levels < 1:
-            raise ValueError(f"data.pyramid_levels={pyramid_levels!r} must be a positive integer")
+            raise AnticipatedError(f"data.init_args.pyramid_levels={pyramid_levels!r} must be a positive integer")
         if not isinstance(frame_stride, int) or frame_stride < 1:
-            raise ValueError(f"data.frame_stride={frame_stride!r} must be a positive integer")
+            raise AnticipatedError(f"data.init_args.frame_stride={frame_stride!r} must be a positive integer")
         super().__init__(channels=channels, patch_size=patch_size, batch_size=batch_size, **kwargs)
 
     def patch_multiple(self) -> int:
@@ -669,7 +670,7 @@ class DeblurDataModule(RestorationDataModule):
         super().check_net(net)
         levels = self.hparams.pyramid_levels
         if levels > 1 and getattr(net, "scales", levels) != levels:
-            raise ValueError(f"data.pyramid_levels={levels} but {type(net).__name__} works on {net.scales} "
+            raise AnticipatedError(f"data.init_args.pyramid_levels={levels} but {type(net).__name__} works on {net.scales} "
                              f"levels (model.init_args.net.init_args.scales)")
 
     def source_items(self, specs: list[str], min_size: int, train: bool = False) -> list[tuple[str, Item]]:

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from datamodules.errors import AnticipatedError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # The embedded default data: natural photos that ship inside the scikit-image wheel (no download).
@@ -28,7 +30,7 @@ SKIMAGE_VAL = ("chelsea.png", "coffee.png", "camera.png")
 BENCHMARK_SETS = ("Set5", "Set14", "BSD100", "Urban100", "T91", "Set12", "BSD68", "CBSD68", "Kodak24")
 
 
-class ImageSourceError(ValueError):
+class ImageSourceError(AnticipatedError):
     """A file or folder that cannot serve as an image source; the message names it."""
 
 
@@ -112,6 +114,9 @@ def resolve_source(spec: str, data_root: str | os.PathLike | None = None) -> lis
     if kind == "benchmark" and name:
         return list_images(dataset_root(data_root) / name)
     path = Path(spec).expanduser()
+    if not path.exists():
+        kind = "image file" if path.suffix.lower() in IMAGE_EXTENSIONS else "image file or folder"
+        raise ImageSourceError(f"{path}: no such {kind}")
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ImageSourceError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")

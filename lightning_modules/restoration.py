@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.degradations import center_crop, rgb_to_gray
+from datamodules.errors import DivergenceError
 from lightning_modules.losses import PixelLoss, Reduction
 from lightning_modules.metrics import ImageQuality, evaluation_view
 
@@ -100,10 +101,8 @@ class RestorationModule(L.LightningModule):
             loss = self.criterion(out, target)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {self.global_step} (lr={lr:g}); "
-                f"lower model.init_args.lr or set model.init_args.clip_grad, then resume with --ckpt_path last"
-            )
+            raise DivergenceError(f"training loss is {loss.item()} at step {self.global_step} (lr={lr:g})",
+                                  lr=self.hparams.lr)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
         return loss
 
@@ -155,8 +154,41 @@ class RestorationModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ evaluation
+    # bytes one evaluation pass may take; None: $RESTORELAB_MEMORY_BUDGET GB, else the device's default
+    # (lightning_modules.inference.default_budget). Set it on the module; not a hyper-parameter, so it does not
+    # change run ids.
+    memory_budget: int | None = None
+
     def restore(self, batch: dict) -> torch.Tensor:
-        return self.net(self.net_input(batch))
+        """The net on the batch's input: in eval mode in one pass or exact tiles within ``memory_budget``
+        (``lightning_modules.inference``; one line naming RESTORELAB_MEMORY_BUDGET where neither fits), one
+        pass in train mode (batch statistics would differ per tile)."""
+        from lightning_modules.inference import BUDGET_ENV, budgeted_forward
+
+        x = self.net_input(batch)
+        if self.net.training or torch.is_grad_enabled():
+            return self.net(x)
+        names = batch.get("name")
+        what = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else ""
+        return budgeted_forward(self.net, x, self.memory_budget, on_tile=self._between_tiles,
+                                options=("an explicit tile", BUDGET_ENV), what=what)
+
+    def _between_tiles(self, done: int, total: int) -> None:
+        """After each tile of an evaluation pass: answer a SIGTERM now rather than after the image, and show
+        the tile count on the progress bar of the running loop (TQDM bar only)."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        if trainer.received_sigterm:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
+        if total > 1:
+            stage = "test" if trainer.testing else "predict" if trainer.predicting else "val"
+            try:
+                getattr(trainer.progress_bar_callback, f"{stage}_progress_bar").set_postfix_str(f"tile {done}/{total}")
+            except (AttributeError, TypeError):
+                pass
 
     def _views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per image, (net output, baseline, target) as the metrics see them. On Y, a gray file that an RGB

@@ -34,6 +34,7 @@ from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_c
 from datamodules.sources import BENCHMARK_SETS, ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules import ifc as ifc_metric
 from lightning_modules.metrics import MS_SSIM_MIN_SIDE, ImageQuality, evaluation_view
+from restorelab.infer import BUDGET_ENV, parse_budget
 from restorelab.predict import DEFAULT_TILE, CheckpointError, Restorer, load_restorer, pick_device
 
 SR_SCALES = (2, 3, 4)
@@ -104,7 +105,7 @@ def evaluate_sr(bench: BenchmarkSet, scale: int, restorers: Sequence[Restorer], 
         lr, hr = sr_input(image, scale)
         target = evaluation_view(hr, scale)
         outputs = [(SR_BASELINE, lambda: bicubic_upsample(lr, scale))]
-        outputs += [(r.label, lambda r=r: r.restore(lr)[1]) for r in restorers]
+        outputs += [(r.label, lambda r=r: r.restore(lr, what=f"{bench.name}/{name}")[1]) for r in restorers]
         for method, restore in outputs:
             scores = measure(evaluation_view(restore(), scale), target, extra)
             rows.append({"set": bench.name, "task": "sr", "scale": scale, "sigma": 0, "method": method,
@@ -122,7 +123,7 @@ def evaluate_denoising(bench: BenchmarkSet, sigma: float, restorers: Sequence[Re
         noisy = noisy_input(name, clean, sigma, seed)
         target = view(clean)
         outputs = [(DENOISING_BASELINE, lambda: view(noisy, rounded=False))]
-        outputs += [(r.label, lambda r=r: view(r(noisy))) for r in restorers]
+        outputs += [(r.label, lambda r=r: view(r(noisy, what=f"{bench.name}/{name}"))) for r in restorers]
         for method, restore in outputs:
             rows.append({"set": bench.name, "task": "denoise", "scale": 1, "sigma": sigma, "method": method,
                          "image": name, **measure(restore(), target, extra=False)})
@@ -279,7 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scales", nargs="+", type=int, default=list(SR_SCALES))
     parser.add_argument("--sigmas", nargs="+", type=float, default=list(NOISE_SIGMAS))
     parser.add_argument("--data_root", default=None, help="benchmark folder (default: $RESTORELAB_DATA)")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile side in input pixels (0: whole image)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help="tile side in input pixels; 0: one pass; default: one pass if it fits --memory_budget, "
+                             "else the largest exact tile that does")
+    parser.add_argument("--memory_budget", type=float, default=None,
+                        help=f"GB for one image's pass (as restorelab predict); default ${BUDGET_ENV}, else 4 GB or a "
+                             "quarter of the RAM on the CPU, 80%% of the free memory of a GPU")
     parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
     parser.add_argument("--no_extra_metrics", action="store_true", help="SR: skip MS-SSIM and IFC")
     parser.add_argument("--seed", type=int, default=0, help="denoising: seed of the per-image noise")
@@ -289,16 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.names is not None and len(args.names) != len(args.ckpt):
         parser.error(f"--names gives {len(args.names)} labels for {len(args.ckpt)} checkpoints")
-    try:
-        device = pick_device(args.device)
-        restorers = [load_restorer(p, device, args.tile, args.self_ensemble) for p in args.ckpt]
-        for r, label in zip(restorers, args.names or []):
-            r.label = label
-        result = run_benchmark(restorers, args.sets, args.task, args.scales, args.sigmas, args.data_root,
-                               not args.no_extra_metrics, args.seed, progress=not args.no_progress)
-    except (CheckpointError, ImageSourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # anticipated errors (one line) propagate to restorelab's command line, which prints them and exits 2
+    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
+    device = pick_device(args.device)
+    restorers = [load_restorer(p, device, args.tile, args.self_ensemble, budget) for p in args.ckpt]
+    for r, label in zip(restorers, args.names or []):
+        r.label = label
+    result = run_benchmark(restorers, args.sets, args.task, args.scales, args.sigmas, args.data_root,
+                           not args.no_extra_metrics, args.seed, progress=not args.no_progress)
     out = Path(args.out)
     tables = markdown_tables(result.rows)
     write_csv(result.rows, out / "benchmark.csv")
@@ -311,4 +315,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from restorelab.cli import main as restorelab_main
+
+    restorelab_main(["benchmark", *sys.argv[1:]])

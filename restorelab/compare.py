@@ -23,6 +23,8 @@ from datamodules.degradations import bicubic_upsample, quantize
 from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules.metrics import evaluation_view, psnr_ssim
 from restorelab.benchmark import noisy_input, sr_input
+from datamodules.errors import AnticipatedError
+from restorelab.infer import BUDGET_ENV, parse_budget
 from restorelab.predict import DEFAULT_TILE, CheckpointError, load_restorer, pick_device
 
 GAP, TITLE, CAPTION = 8, 28, 44  # pixels: between panels, above them (protocol line), below them (captions)
@@ -73,9 +75,11 @@ def draw(panels: Sequence[tuple[str, torch.Tensor]], out: str | Path, panel: int
 
 def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[str | Path], out: str | Path,
             scale: int | None = None, sigma: float | None = None, names: Sequence[str] | None = None,
-            panel: int = 256, tile: int = DEFAULT_TILE, device: str = "auto") -> list[tuple[str, float, float]]:
-    """Write the figure; returns (caption name, whole-image PSNR, crop PSNR) per panel after HR."""
-    restorers = [load_restorer(p, pick_device(device), tile) for p in ckpts]
+            panel: int = 256, tile: int | None = DEFAULT_TILE, device: str = "auto",
+            budget: int | None = None) -> list[tuple[str, float, float]]:
+    """Write the figure; returns (caption name, whole-image PSNR, crop PSNR) per panel after HR. ``tile`` and
+    ``budget`` (bytes) as in ``restorelab.predict.load_restorer``."""
+    restorers = [load_restorer(p, pick_device(device), tile, budget=budget) for p in ckpts]
     for r, name in zip(restorers, names or []):
         r.label = name
     image = Path(image)
@@ -100,7 +104,7 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
     x, y, w, h = box
     height, width = clean.shape[-2:]
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-        raise ValueError(f"--box {x} {y} {w} {h} is not inside the {width}x{height} image {image}")
+        raise AnticipatedError(f"--box {x} {y} {w} {h} is not inside the {width}x{height} image {image}")
     for r in restorers:
         r.check_input(clean.shape[1], what=f"image {image}")
 
@@ -109,7 +113,7 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
     # the noisy input is measured unrounded, as the nets receive it
     outputs = [(base_name, base, base, sigma is None)]
     for r in restorers:
-        shown, measured = r.restore(degraded)
+        shown, measured = r.restore(degraded, what=str(image))
         outputs.append((r.label, shown, measured if sigma is None else shown, True))
     panels, scores = [("HR" if sigma is None else "clean", crop(clean))], []
     for name, shown, measured, rounded in outputs:
@@ -135,18 +139,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--panel", type=int, default=256, help="longer side of each zoomed crop, pixels")
     parser.add_argument("--data_root", default=None)
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help="tile side in input pixels; 0: one pass; default: chosen within --memory_budget")
+    parser.add_argument("--memory_budget", type=float, default=None,
+                        help=f"GB for one pass (as restorelab predict); default ${BUDGET_ENV}, else 4 GB or a "
+                             "quarter of the RAM on the CPU, 80%% of the free memory of a GPU")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.scale is not None and args.sigma is not None:
         parser.error("give --scale (SR) or --sigma (denoising), not both")
-    try:
-        image = resolve_image(args.image, args.data_root)
-        scores = compare(image, tuple(args.box), args.ckpt, args.out, args.scale, args.sigma, args.names,
-                         args.panel, args.tile, args.device)
-    except (CheckpointError, ImageSourceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # anticipated errors (one line) propagate to restorelab's command line, which prints them and exits 2
+    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
+    image = resolve_image(args.image, args.data_root)
+    scores = compare(image, tuple(args.box), args.ckpt, args.out, args.scale, args.sigma, args.names,
+                     args.panel, args.tile, args.device, budget)
     for name, whole, local in scores:
         print(f"{name}: {whole:.2f} dB (crop {local:.2f} dB)")
     print(f"wrote {args.out}")
@@ -154,4 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from restorelab.cli import main as restorelab_main
+
+    restorelab_main(["compare", *sys.argv[1:]])

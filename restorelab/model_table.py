@@ -44,6 +44,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from datamodules.errors import AnticipatedError
+
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 DEFAULT_BUDGET_SECONDS = 600
@@ -169,7 +171,11 @@ def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] 
             "--test_after_fit=false", *QUIET, *overrides]
     start = time.perf_counter()
     with _own_run_directory():
-        cli(args)
+        try:
+            cli(args)
+        except SystemExit as e:  # the command line always exits; only a failure is news
+            if e.code:
+                raise AnticipatedError(f"{key}: restorelab fit exited {e.code} (its error is printed above)") from None
     seconds = time.perf_counter() - start
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]

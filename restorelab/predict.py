@@ -1,6 +1,21 @@
-"""``restorelab predict --ckpt PATH --input IMG_OR_FOLDER --output DIR [--tile N] [--self_ensemble]``: apply a
-trained checkpoint to image files (the files *are* the degraded inputs: LR images for SR, noisy/blurred ones
-otherwise) and write 8-bit PNGs, ``scale`` times larger for SR.
+"""``restorelab predict --ckpt PATH --input IMG_OR_FOLDER --output DIR [--tile N] [--memory_budget GB]
+[--self_ensemble] [--overwrite] [--no_progress]``: apply a trained checkpoint to image files (the files *are* the
+degraded inputs: LR images for SR, noisy/blurred ones otherwise) and write 8-bit PNGs, ``scale`` times larger
+for SR.
+
+Any size within a memory budget: ``--memory_budget`` GB (default ``$RESTORELAB_MEMORY_BUDGET``, else 4 GB or a
+quarter of the RAM on the CPU, 80 % of the free memory of a GPU). By default each image runs in one pass if the
+net's estimated memory for it fits, else in the largest exact tiles that do (``lightning_modules.inference``
+says how the estimate is made); ``--tile 0`` asks for one pass and ``--tile N`` for N-pixel tiles, and either is
+refused with one line if it does not fit, as are tiles below the net's minimum (its halo: tiles smaller than
+that cost more than 9× the pixels they keep). Nets with a global receptive field cannot be tiled exactly: an
+image they cannot take in one pass within the budget is refused, saying what size would fit. A progress bar
+over images and tiles goes to stderr (``--no_progress``: none).
+
+Outputs are ``<stem>.png``; inputs sharing a stem (``a.tif``, ``a.png``) keep their whole name (``a.tif.png``,
+``a.png.png``). An output file that already exists is never replaced silently: the run is refused before any
+work, naming it, unless ``--overwrite`` is given. The output folder is created (and checked writable) before
+any work too.
 
 Colours follow the checkpoint's training space (``channels`` of its DataModule):
 
@@ -20,24 +35,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import torch
 from torch import nn
 
 from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, ycbcr_to_rgb
+from datamodules.errors import AnticipatedError
 from datamodules.restoration import to_channels
-from datamodules.sources import ImageSourceError, read_image, resolve_source
-from restorelab.infer import self_ensemble, tiled_forward
+from datamodules.sources import IMAGE_EXTENSIONS, ImageSourceError, read_image, resolve_source
+from restorelab.infer import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes, parse_budget,
+                              self_ensemble)
 
-DEFAULT_TILE = 512  # input pixels per tile side; tiles are exact (see restorelab.infer), so this only bounds memory
+DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
+OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AnticipatedError):
     """A checkpoint that cannot be loaded or does not fit the request; the message is one line naming it."""
 
 
@@ -51,44 +70,52 @@ class Restorer:
     channels: str  # the training colour space: "y", "rgb" or "gray"
     path: Path
     label: str
-    tile: int = DEFAULT_TILE  # 0: one pass over the whole image
+    tile: int | None = DEFAULT_TILE  # 0: one pass over the whole image; None: chosen within the budget
     ensemble: bool = False
     device: torch.device = torch.device("cpu")
+    budget: int | None = None  # bytes; None: lightning_modules.inference.default_budget of the device
+    on_tile: Callable[[int, int], None] | None = None  # progress: (tiles done, tiles) of the current pass
 
     def check_input(self, image_channels: int, what: str = "input") -> None:
         if self.channels == "gray" and image_channels == 3:
             raise CheckpointError(f"{self.path}: net trained on gray images (channels: gray) cannot restore the "
                                   f"colour {what}; convert it to gray first")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The net on images already in its colour space, at the degraded resolution."""
+    def forward(self, x: torch.Tensor, what: str = "") -> torch.Tensor:
+        """The net on images already in its colour space, at the degraded resolution, in one pass or exact tiles
+        within the memory budget (``MemoryBudgetError``, one line, where neither fits)."""
         x = x.to(self.device)
         if self.net.scale == 1 and self.scale > 1:  # SRCNN/VDSR refine the bicubic-upsampled image
             x = bicubic_upsample(x, self.scale)
-        run = partial(tiled_forward, self.net, tile=self.tile or max(x.shape[-2:]))
+        budget = self.budget if self.budget is not None else default_budget(self.device)
+        if self.ensemble:  # the running sum (output-sized) and the rotated view (input-sized) come on top
+            budget -= image_bytes(self.net, tuple(x.shape))
+        run = partial(budgeted_forward, self.net, budget=budget, tile=self.tile, on_tile=self.on_tile,
+                      options=OPTIONS, what=what)
         with torch.no_grad():
             out = self_ensemble(self.net, x, run) if self.ensemble else run(x)
         return out.cpu()
 
-    def restore(self, degraded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def restore(self, degraded: torch.Tensor, what: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """(restored image in the input's colours, what the SR papers measure of it): the second is the Y a
-        "y" net computed for a colour image (their scripts never rebuild RGB), else the image itself."""
+        "y" net computed for a colour image (their scripts never rebuild RGB), else the image itself. ``what``
+        names the image in errors."""
         c = degraded.shape[-3]
         self.check_input(c)
         if self.channels == "rgb":
-            out = self.forward(to_channels(degraded, "rgb"))
+            out = self.forward(to_channels(degraded, "rgb"), what)
             out = to_channels(out, "gray") if c == 1 else out
             return out, out
         if c == 1:
-            out = self.forward(degraded)
+            out = self.forward(degraded, what)
             return out, out
         ycbcr = rgb_to_ycbcr(degraded)
-        y = self.forward(ycbcr[:, :1])
+        y = self.forward(ycbcr[:, :1], what)
         chroma = bicubic_upsample(ycbcr[:, 1:], self.scale) if self.scale > 1 else ycbcr[:, 1:]
         return ycbcr_to_rgb(torch.cat([y, chroma], dim=1)), y
 
-    def __call__(self, degraded: torch.Tensor) -> torch.Tensor:
-        return self.restore(degraded)[0]
+    def __call__(self, degraded: torch.Tensor, what: str = "") -> torch.Tensor:
+        return self.restore(degraded, what)[0]
 
 
 def _checkpoint_label(path: Path, net: nn.Module) -> str:
@@ -98,10 +125,12 @@ def _checkpoint_label(path: Path, net: nn.Module) -> str:
     return f"{type(net).__name__} ({path.stem})"
 
 
-def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int = DEFAULT_TILE,
-                  ensemble: bool = False) -> Restorer:
+def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int | None = DEFAULT_TILE,
+                  ensemble: bool = False, budget: int | None = None) -> Restorer:
     """A ``Restorer`` from a ``RestorationModule`` checkpoint saved by the CLI (or any checkpoint with the same
-    ``hyper_parameters`` / ``datamodule_hyper_parameters``); anything else raises ``CheckpointError``."""
+    ``hyper_parameters`` / ``datamodule_hyper_parameters``); anything else raises ``CheckpointError``. ``tile``
+    (None: automatic, 0: one pass) is checked against the net's minimum here (``MemoryBudgetError``);
+    ``budget`` is in bytes (None: the device's default)."""
     from lightning_modules.restoration import RestorationModule
 
     path = Path(path)
@@ -126,8 +155,9 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     channels = data.get("channels") or ("rgb" if in_channels == 3 else "y" if module.scale > 1 else "gray")
     if in_channels != (3 if channels == "rgb" else 1):
         raise CheckpointError(f"{path}: net takes {in_channels} channels but was trained on channels={channels}")
+    check_tile(net, tile, OPTIONS[0])
     return Restorer(net, module.scale, channels, path, _checkpoint_label(path, net), tile, ensemble,
-                    torch.device(device))
+                    torch.device(device), budget)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -147,52 +177,130 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
 
 
 def output_names(inputs: Sequence[Path]) -> list[str]:
-    """``<stem>.png``; inputs sharing a stem (a.jpg, a.png) keep their whole name (a.jpg.png)."""
-    stems = [p.stem for p in inputs]
-    return [f"{p.stem}.png" if stems.count(p.stem) == 1 else f"{p.name}.png" for p in inputs]
+    """``<stem>.png``; inputs sharing a stem (a.jpg, a.png) keep their whole name (a.jpg.png). Names that would
+    still clash (on a case-insensitive file system too) get ``-2``, ``-3``, ... in input order."""
+    stems = [p.stem.casefold() for p in inputs]
+    names, taken = [], set()
+    for p, stem in zip(inputs, stems):
+        name = f"{p.stem}.png" if stems.count(stem) == 1 else f"{p.name}.png"
+        base, k = name[:-4], 2
+        while name.casefold() in taken:
+            name, k = f"{base}-{k}.png", k + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
-def predict_files(restorer: Restorer, inputs: Sequence[Path], output: Path) -> list[Path]:
+def resolve_input(spec: str) -> list[Path]:
+    """``--input``'s images (``datamodules.sources.resolve_source``); a path that does not exist is reported as a
+    missing file or folder, not as a missing folder."""
+    path = Path(spec).expanduser()
+    if ":" not in spec.split("/")[0] and not path.exists():
+        kind = "image file" if path.suffix.lower() in IMAGE_EXTENSIONS else "file or folder"
+        raise ImageSourceError(f"{path}: no such {kind} (--input)")
+    return resolve_source(spec)
+
+
+def prepare_output(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) and check that files can be written in it: before any work."""
+    if folder.exists() and not folder.is_dir():
+        raise AnticipatedError(f"{folder}: --output is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise AnticipatedError(f"{folder}: cannot write the output folder ({e.strerror or type(e).__name__}); "
+                               "choose another --output") from None
+    return folder
+
+
+def output_targets(inputs: Sequence[Path], folder: Path, overwrite: bool = False) -> list[Path]:
+    """Where each input's result goes; existing files are refused (one line naming them) unless ``overwrite``."""
+    targets = [folder / name for name in output_names(inputs)]
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(t.name for t in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise AnticipatedError(f"{folder}: {len(existing)} output file(s) already exist ({shown}); pass --overwrite "
+                               "to replace them, or choose another --output")
+    return targets
+
+
+def predict_files(restorer: Restorer, inputs: Sequence[Path], output: Path, progress: bool = False,
+                  overwrite: bool = True) -> list[Path]:
     """Restore every input file into ``output``; returns the written paths. Unreadable files are reported
-    and skipped; a colour file given to a gray-only net stops the run (every other file would fail too)."""
+    and skipped; a colour file given to a gray-only net stops the run (every other file would fail too), and
+    so does an image that neither one pass nor any tile fits within the budget (``MemoryBudgetError``).
+    ``progress``: a bar over images and tiles on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    targets = output_targets(inputs, output, overwrite)
     written = []
-    for path, name in zip(inputs, output_names(inputs)):
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        images = bar.add_task("images", total=len(inputs))
+        tiles = bar.add_task("tiles", total=None)
+        restorer.on_tile = lambda done, total: bar.update(tiles, completed=done, total=total)
         try:
-            image = read_image(path)[None]
-        except ImageSourceError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
-        restorer.check_input(image.shape[1], what=f"image {path}")
-        target = output / name
-        save_png(restorer(image), target)
-        written.append(target)
-        h, w = image.shape[-2:]
-        print(f"{path} ({w}x{h}) -> {target} ({w * restorer.scale}x{h * restorer.scale})")
+            for path, target in zip(inputs, targets):
+                bar.update(images, description=f"{path.name}")
+                bar.reset(tiles, total=None)
+                try:
+                    image = read_image(path)[None]
+                except ImageSourceError as e:
+                    bar.console.print(f"skipped: {e}", markup=False, highlight=False)
+                    bar.advance(images)
+                    continue
+                restorer.check_input(image.shape[1], what=f"image {path}")
+                save_png(restorer(image, what=str(path)), target)
+                written.append(target)
+                h, w = image.shape[-2:]
+                print(f"{path} ({w}x{h}) -> {target} ({w * restorer.scale}x{h * restorer.scale})")
+                bar.advance(images)
+        finally:
+            restorer.on_tile = None
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; anticipated errors (``AnticipatedError``) propagate for ``restorelab``'s one-line report."""
     parser = argparse.ArgumentParser(prog="restorelab predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint saved by `restorelab fit`")
     parser.add_argument("--input", required=True, help="image file, folder, or source spec (skimage:val, ...)")
     parser.add_argument("--output", required=True, help="folder for the restored PNGs")
     parser.add_argument("--scale", type=int, default=None,
                         help="expected SR factor; refused if the checkpoint's differs")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile side in input pixels (0: whole image)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help="tile side in input pixels; 0: one pass; default: one pass if it fits --memory_budget, "
+                             "else the largest exact tile that does")
+    parser.add_argument("--memory_budget", type=float, default=None,
+                        help=f"GB (10^9 bytes) for one image's pass; default ${BUDGET_ENV}, else 4 GB or a quarter "
+                             "of the RAM on the CPU, 80%% of the free memory of a GPU")
     parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
+    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
+    restorer = load_restorer(args.ckpt, pick_device(args.device), args.tile, args.self_ensemble, budget)
+    if args.scale is not None and args.scale != restorer.scale:
+        raise CheckpointError(f"{args.ckpt}: checkpoint is x{restorer.scale}, but --scale {args.scale} was asked")
+    inputs = resolve_input(args.input)
+    output = Path(args.output)
+    created = not output.exists()
+    prepare_output(output)
     try:
-        restorer = load_restorer(args.ckpt, pick_device(args.device), args.tile, args.self_ensemble)
-        if args.scale is not None and args.scale != restorer.scale:
-            raise CheckpointError(f"{args.ckpt}: checkpoint is x{restorer.scale}, but --scale {args.scale} was asked")
-        inputs = resolve_source(args.input)
-        written = predict_files(restorer, inputs, Path(args.output))
-    except (CheckpointError, ImageSourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        output_targets(inputs, output, args.overwrite)  # refused before any work
+        written = predict_files(restorer, inputs, output, progress=not args.no_progress, overwrite=args.overwrite)
+    except BaseException:
+        if created and not any(output.iterdir()):  # a run that wrote nothing leaves no folder behind
+            output.rmdir()
+        raise
     return 0 if len(written) == len(inputs) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from restorelab.cli import main as restorelab_main
+
+    restorelab_main(["predict", *sys.argv[1:]])

@@ -347,11 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.sweeps and not args.wandb_sweep:
         parser.error("give at least one sweep YAML, sweep dir or --wandb-sweep")
 
-    try:
-        sections = report(args.sweeps, args.runs, args.out, args.metric)
-    except SweepConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # a bad sweep file raises SweepConfigError (an AnticipatedError): `restorelab` prints its one line, exits 2
+    sections = report(args.sweeps, args.runs, args.out, args.metric)
     for path in args.wandb_sweep:
         title, metric, runs = load_wandb_runs(path, args.metric)
         sections.append(publish(title, runs, args.out or "reports", metric))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import netrc
 import os
+import sys
 from pathlib import Path
 
 
@@ -41,3 +42,11 @@ def resolve_run_dir(runs_dir: str, experiment: str, run_id: str) -> Path:
     """``$RESTORELAB_RUN_DIR`` (set by sweeps and Slurm jobs) wins over ``runs/<experiment>/<run id>``."""
     env = os.environ.get("RESTORELAB_RUN_DIR")
     return Path(env) if env else Path(runs_dir) / experiment / run_id
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close a W&B run that an exception cut short. Child processes share their parent's W&B service, and
+    a run left open there keeps its id "in use", so the resumed run could not take it back."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)

@@ -23,7 +23,8 @@ import time as _time
 from pathlib import Path
 from typing import Sequence
 
-from restorelab.sweep import HPC_CKPT_GLOB, LAST_CKPT, Trial, load_sweep, plan_trials, print_report, save_sweep
+from restorelab.sweep import (HPC_CKPT_GLOB, LAST_CKPT, Trial, check_trials, load_sweep, plan_trials, print_report,
+                              save_sweep)
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
@@ -191,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sweep = load_sweep(args.sweep)
     trials = plan_trials(sweep, args.out, max_trials=args.max_trials, seed=args.seed, extra_args=extra)
+    check_trials(sweep, trials, args.sweep)  # the job runs here (--chdir): configs/ resolve the same way
     sweep_dir = trials[0].run_dir.parent
     save_sweep(sweep, sweep_dir)
     name = args.job_name or sweep_dir.name

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import itertools
 import json
 import math
@@ -37,6 +38,7 @@ from typing import Sequence
 
 import yaml
 
+from datamodules.errors import AnticipatedError
 from restorelab.runs import wandb_key_available
 
 METHODS = ("grid", "random", "bayes")
@@ -68,7 +70,7 @@ LAST_CKPT = Path("checkpoints") / "last.ckpt"  # ModelCheckpoint(save_last=True)
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # what Lightning's SIGUSR1 handler writes in default_root_dir
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(AnticipatedError):
     """A sweep YAML that W&B would reject (or that the local runner cannot honour)."""
 
 
@@ -105,8 +107,13 @@ def load_sweep(path: str | Path) -> dict:
     path = Path(path)
     try:
         sweep = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SweepConfigError(f"{path}: cannot read sweep YAML: {' '.join(str(err).split())}") from None
+    except OSError as err:
+        raise SweepConfigError(f"{path}: cannot read the sweep file: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise SweepConfigError(f"{path}: not valid YAML: {where}{what}") from None
     if not isinstance(sweep, dict):
         raise SweepConfigError(f"{path}: a sweep YAML must be a mapping, got {type(sweep).__name__}")
     sweep = {"name": path.stem, **sweep}
@@ -358,6 +365,108 @@ def plan_trials(sweep: str | Path | dict, out_dir: str | Path, *, max_trials: in
     return trials
 
 
+# ------------------------------------------------------------------------------------ checking trials against the CLI
+
+
+def cli_args(argv: Sequence[str]) -> list[str] | None:
+    """The arguments a trial's argv hands to restorelab's command line (`restorelab fit ...`,
+    `python -m restorelab.cli fit ...`, `python restorelab/cli.py fit ...`), or None for another program."""
+    argv = [str(a) for a in argv]
+    for i, word in enumerate(argv):
+        if word == "-m" and i + 1 < len(argv) and argv[i + 1] in ("restorelab.cli", "restorelab"):
+            return argv[i + 2:]
+        path = Path(word)
+        if (path.name == "cli.py" and path.parent.name == "restorelab") or path.name == "restorelab":
+            return argv[i + 1:]
+    return None
+
+
+def _parse_error(args: list[str]) -> str | None:
+    """None if restorelab's parser accepts `args`, else the reason in one line."""
+    from jsonargparse import ArgumentError
+
+    from restorelab.error_report import condense_parse_error
+    from restorelab.lightning_cli import build_parser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cfg = build_parser().parse_args(args)
+        except (ArgumentError, SystemExit, TypeError, ValueError) as err:
+            return condense_parse_error(str(err)) if str(err) else type(err).__name__
+        # the net is small and cheap to build, and checks its own sizes (filters: [0, 4], an even kernel, ...)
+        net = _get(cfg, cfg.get("subcommand"), "model", "init_args", "net")
+        if net is not None and isinstance(net.get("class_path"), str):
+            try:
+                module, _, name = net["class_path"].rpartition(".")
+                init_args = net.get("init_args")
+                init_args = init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args or {})
+                getattr(importlib.import_module(module), name)(**init_args)
+            except AnticipatedError as err:
+                return str(err)
+    return None
+
+
+def _get(cfg, *keys):
+    for key in keys:
+        if cfg is None or key is None or not hasattr(cfg, "get"):
+            return None
+        cfg = cfg.get(key)
+    return cfg
+
+
+def check_trials(sweep: dict, trials: Sequence[Trial], where: str | Path, cwd: str | Path | None = None) -> None:
+    """Parse the command of the trials that run restorelab's command line with its own parser (no training, no
+    data read), before the first trial starts: SweepConfigError naming `where` (the sweep file) and the parameter
+    whose name is not an option of `restorelab fit`, whose value does not parse, or that gives the net an
+    impossible size (the net is built, nothing else). Every value of every parameter
+    is tried once (the first trial holding it), so this costs one parser build (~5 s, the Lightning import) and
+    a few ms per distinct value. Trials of another program are not checked."""
+    seen, todo = set(), []
+    for trial in trials:
+        args = cli_args(trial.command)
+        if args is None:
+            continue
+        new = {(k, json.dumps(v, sort_keys=True, default=str)) for k, v in trial.params.items()} - seen
+        if new or not todo:
+            seen |= new
+            todo.append((trial, args))
+    if not todo:
+        return
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)  # config paths in the command resolve where the trials run
+        for trial, args in todo:
+            reason = _parse_error(args)
+            if reason is not None:
+                raise SweepConfigError(f"{where}: {_culprit(sweep, trial, reason)}")
+    finally:
+        os.chdir(here)
+
+
+def _culprit(sweep: dict, trial: Trial, reason: str) -> str:
+    """Which parameter of a rejected trial is at fault: the first that is rejected alone (without the extra
+    trial arguments), else the extra arguments, else the combination."""
+    extra = trial.command[len(render_command(sweep, trial.params, interpreter="python", env=None,
+                                             args_json_file=trial.run_dir / "params.json")):]
+    for name, value in trial.params.items():
+        alone = render_command(sweep, {name: value}, interpreter="python", env=None,
+                               args_json_file=trial.run_dir / "params.json")
+        why = _parse_error(cli_args(alone) or [])
+        if why is not None:
+            return f"parameter {name}={_show(value)} is not accepted by `restorelab fit`: {why}"
+    bare = render_command(sweep, {}, interpreter="python", env=None, args_json_file=trial.run_dir / "params.json")
+    if extra and _parse_error(cli_args(bare + list(extra)) or []) is not None:
+        return f"the extra trial arguments {' '.join(map(str, extra))} are not accepted by `restorelab fit`: {reason}"
+    shown = ", ".join(f"{k}={_show(v)}" for k, v in trial.params.items())
+    return f"parameters {shown} together are not accepted by `restorelab fit`: {reason}"
+
+
+def _show(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
 def resume_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest of Lightning's SIGUSR1 checkpoint (hpc_ckpt_<n>.ckpt) and checkpoints/last.ckpt.
     `--ckpt_path last` alone would ignore the hpc one, losing the work done since the last epoch.
@@ -405,6 +514,8 @@ def run_local(sweep_path: str | Path | dict, out_dir: str | Path, max_trials: in
     trials = plan_trials(sweep, out_dir, max_trials=max_trials, seed=seed, extra_args=extra_args)
     if not trials:
         return []
+    check_trials(sweep, trials, sweep_path if isinstance(sweep_path, (str, Path)) else sweep.get("name", "sweep"),
+                 cwd)
     sweep_dir = trials[0].run_dir.parent
     save_sweep(sweep, sweep_dir)
     summary_path = sweep_dir / "summary.json"

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client", "munged": "munge"}
-START_TIMEOUT = 60
+# limits on waits that end as soon as the cluster answers (a few seconds on idle cores): far above that
+START_TIMEOUT = 300
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SlurmCluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, env=self.env(), check=check, timeout=60)
+        return subprocess.run(argv, capture_output=True, text=True, env=self.env(), check=check, timeout=120)
 
     def log_tail(self, lines: int = 20) -> str:
         logs = sorted((self.base / "log").glob("*"))
@@ -275,3 +276,28 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
     finally:
         stop(cluster)
+
+
+def _lightning_callback():
+    from lightning.pytorch.callbacks import Callback
+
+    return Callback
+
+
+class HoldFirstAttempt(_lightning_callback()):
+    """A test instrument for real `restorelab fit` trials on the cluster (`--trainer.callbacks+=` this class):
+    the first attempt of a Slurm task stops before training step `step` (the checkpoint of step `step` is
+    written by then) and waits there until Slurm's SIGTERM (a requeue) arrives, so that a test can requeue it
+    mid-run however fast or slow the cores are. A requeued attempt (SLURM_RESTART_COUNT >= 1) runs through.
+    `limit_s` only bounds a test that never requeues."""
+
+    def __init__(self, step: int = 10, limit_s: float = 1800.0):
+        self.step, self.limit_s = step, limit_s
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 or trainer.global_step < self.step:
+            return
+        deadline = time.monotonic() + self.limit_s
+        (Path(trainer.default_root_dir) / "holding").write_text(f"{trainer.global_step}\n")
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.1)

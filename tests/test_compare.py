@@ -11,7 +11,7 @@ import pytest
 from restorelab.benchmark import SR_BASELINE, run_benchmark, set_means
 from restorelab.compare import CAPTION, GAP, TITLE, compare, main, resolve_image
 from restorelab.predict import load_restorer
-from tests.test_predict import make_checkpoint
+from tests.test_predict import make_checkpoint, run
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,6 @@ def test_errors_are_one_line(ckpts, tmp_path, capsys):
           "--sigma", "15"], "gray"),
     ]
     for args, words in cases:
-        code = main([*args, "--out", str(tmp_path / "fig.png")])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+        code, err = run(capsys, *args, "--out", tmp_path / "fig.png", tool="compare")
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("restorelab: error: ") and words in err, err
     assert not (tmp_path / "fig.png").exists()

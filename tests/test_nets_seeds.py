@@ -20,6 +20,7 @@ from lightning_modules.nets.common import receptive_width
 from lightning_modules.nets.deepdeblur import DeepDeblur
 from lightning_modules.nets.dncnn import DnCNN
 from lightning_modules.nets.nlrn import NLRN, NonLocal, windowed_correlation, windowed_sum
+from lightning_modules.nets.srcnn import SRCNN
 from lightning_modules.nets.srn import SRN
 from lightning_modules.nets.srresnet import SRResNet
 from lightning_modules.nets.vdsr import VDSR
@@ -301,3 +302,39 @@ def test_srn_feeds_the_previous_estimate_without_gradient():
     fine, coarse = [p.requires_grad_() for p in image_pyramid(rand(1, 1, 16, 16), 2)]
     net.forward_pyramid([fine, coarse])[0].sum().backward()
     assert coarse.grad is None and fine.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------ impossible sizes
+
+IMPOSSIBLE = [  # (net, options, the option as the user writes it)
+    (SRCNN, {"filters": [0, 4]}, "filters=[0, 4]"),
+    (SRCNN, {"filters": [64, -1]}, "filters=[64, -1]"),
+    (SRCNN, {"kernel_sizes": [9, 4, 5]}, "kernel_sizes=[9, 4, 5]"),
+    (SRCNN, {"kernel_sizes": [9, 1, 5], "filters": [64]}, "filters=[64]"),
+    (SRCNN, {"channels": 2}, "channels=2"),
+    (VDSR, {"depth": 1}, "depth=1"),
+    (VDSR, {"features": 0}, "features=0"),
+    (VDSR, {"channels": 4}, "channels=4"),
+    (DnCNN, {"depth": 0}, "depth=0"),
+    (DnCNN, {"features": -8}, "features=-8"),
+    (SRResNet, {"scale": 5}, "scale=5"),
+    (SRResNet, {"scale": 0}, "scale=0"),
+    (SRResNet, {"blocks": 0}, "blocks=0"),
+    (SRResNet, {"features": 0}, "features=0"),
+    (DeepDeblur, {"kernel_size": 4}, "kernel_size=4"),
+    (DeepDeblur, {"scales": 0}, "scales=0"),
+    (DeepDeblur, {"blocks": -1}, "blocks=-1"),
+    (SRN, {"kernel_size": 0}, "kernel_size=0"),
+    (SRN, {"features": 0}, "features=0"),
+    (SRN, {"channels": 0}, "channels=0"),
+]
+
+
+@pytest.mark.parametrize("net, options, named", IMPOSSIBLE, ids=[f"{n.__name__}-{w}" for n, _, w in IMPOSSIBLE])
+def test_impossible_sizes_are_one_line_naming_the_option(net, options, named):
+    from datamodules.errors import AnticipatedError
+
+    with pytest.raises(AnticipatedError) as err:
+        net(**options)
+    message = str(err.value)
+    assert message.startswith(f"model.init_args.net.init_args.{named}: ") and "\n" not in message, message

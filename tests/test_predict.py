@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from restorelab.predict import CheckpointError, load_restorer, main
+from restorelab.predict import CheckpointError, load_restorer
 
 NETS = {  # name -> (class path, init args, task scale, training channels)
     "srcnn_y_x3": ("lightning_modules.nets.srcnn.SRCNN",
@@ -68,9 +68,14 @@ def png_chunks(path: Path) -> list[bytes]:
     return chunks
 
 
-def run(capsys, *argv) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err.strip()
+def run(capsys, *argv, tool: str = "predict") -> tuple[int, str]:
+    """``restorelab <tool> ARGV`` through the real command line (``restorelab.cli.main``): (exit code, stderr)."""
+    from restorelab.cli import main as cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli([tool, *map(str, argv)])
+    code = stop.value.code
+    return (0 if code is None else code), capsys.readouterr().err.strip()
 
 
 def test_gray_rgba_16bit_inputs_give_scaled_8bit_pngs(ckpts, tmp_path, capsys):
@@ -130,7 +135,7 @@ def test_tiled_and_self_ensemble_from_the_command_line(ckpts, tmp_path, capsys):
     bgr = np.random.default_rng(2).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     image = write(tmp_path / "photo.png", bgr)
     outputs = {}
-    for name, extra in (("whole", ["--tile", 0]), ("tiled", ["--tile", 8]), ("ensemble", ["--self_ensemble"])):
+    for name, extra in (("whole", ["--tile", 0]), ("tiled", ["--tile", 16]), ("ensemble", ["--self_ensemble"])):
         code, _ = run(capsys, "--ckpt", ckpts["srresnet_rgb_x2"], "--input", image, "--output", tmp_path / name, *extra)
         assert code == 0
         outputs[name] = cv2.imread(str(tmp_path / name / "photo.png"), cv2.IMREAD_UNCHANGED).astype(int)
@@ -156,7 +161,7 @@ def test_errors_are_one_line(ckpts, tmp_path, capsys):
     for args, words in cases:
         code, err = run(capsys, *args, "--input", colour, "--output", tmp_path / "out")
         assert code == 2, args
-        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        assert len(err.splitlines()) == 1 and err.startswith("restorelab: error: "), err
         assert all(w in err for w in words), err
     assert not (tmp_path / "out").exists()
     with pytest.raises(CheckpointError):

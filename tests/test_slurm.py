@@ -17,10 +17,12 @@ import torch
 
 from restorelab import slurm, sweep as sw
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
+
+ACTIVE = slurm.ACTIVE_STATES | {None}  # None: not listed yet
 from tests.test_sweep import progress, write_fake_trainer, write_yaml
 
 
-def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,)) -> list[sw.Trial]:
+def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,), hold: int = 0) -> list[sw.Trial]:
     trainer = write_fake_trainer(tmp_path)
     path = write_yaml(tmp_path / "ablation.yaml", f"""\
         program: {trainer}
@@ -29,7 +31,7 @@ def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,)) -> list[sw.Tr
           steps: {{value: {steps}}}
           sleep: {{value: {sleep}}}
           fail: {{values: {json.dumps(list(fails))}}}
-        """)
+        """ + (f"  hold: {{value: {hold}}}\n" if hold else ""))
     return sw.plan_trials(path, tmp_path / "runs")
 
 
@@ -89,6 +91,12 @@ def test_task_script_runs_its_trial_and_resumes_from_the_newest_checkpoint(tmp_p
     assert "srun cpus=3" in out and "simulated failure" in out
 
 
+# Every wait below ends on an event (a step logged, a file written, a job state), never after a set time; the
+# limits only stop a broken run, at about 10x what the wait takes on idle cores.
+JOB_LIMIT_S = 300  # fake-trainer jobs: ~2 s of work plus a requeue (cred_expire 10 s + one 5-s scheduling pass)
+REAL_JOB_LIMIT_S = 600  # real `restorelab fit` jobs: ~15 s per attempt on idle cores
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -102,7 +110,7 @@ def test_array_of_two_trials_completes_in_both_run_dirs(slurm_cluster, tmp_path,
     trials = plan(tmp_path, steps=2, sleep=0, fails=(False, True))
     script = slurm.write_sbatch(trials, tmp_path / "job.sbatch", job_name="array-test", workdir=tmp_path)
     job = slurm.submit(script)
-    states = slurm.wait(job, timeout=60, poll=0.5)
+    states = slurm.wait(job, timeout=JOB_LIMIT_S, poll=0.5)
     assert states == {f"{job}_0": "COMPLETED", f"{job}_1": "FAILED"}
     ok = json.loads((trials[0].run_dir / "result.json").read_text())
     assert ok["counter"] == 2 and "--fail=False" in ok["argv"]
@@ -116,14 +124,14 @@ def test_array_of_two_trials_completes_in_both_run_dirs(slurm_cluster, tmp_path,
 @pytest.mark.slurm
 def test_requeued_trial_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    (trial,) = plan(tmp_path, steps=8, sleep=0.5)
+    (trial,) = plan(tmp_path, steps=8, sleep=0.05, hold=2)  # the first attempt waits after step 2
     script = slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="requeue-test", workdir=tmp_path)
     job = slurm.submit(script)
     task = f"{job}_0"
     log = trial.run_dir / "progress.log"
-    wait_for(lambda: log.exists() and len(progress(trial.run_dir)[1]) >= 2, 30, "two steps")
+    wait_for(lambda: log.exists() and len(progress(trial.run_dir)[1]) >= 2, JOB_LIMIT_S, "two steps")
     slurm.requeue(task)  # as Lightning's SIGUSR1 handler does before the time limit
-    states = slurm.wait(job, timeout=90, poll=0.5)
+    states = slurm.wait(job, timeout=JOB_LIMIT_S, poll=0.5)
     assert states == {task: "COMPLETED"}
     starts, steps = progress(trial.run_dir)
     # the second run continued from the checkpointed counter: no step was counted twice
@@ -140,14 +148,14 @@ def test_sigusr1_to_the_step_makes_the_trainer_requeue_and_resume_from_hpc_ckpt(
     """The path of `--signal=SIGUSR1@90`: the signal reaches the srun step, the trainer saves
     hpc_ckpt_1.ckpt and requeues its task, the restarted task resumes from that checkpoint."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    (trial,) = plan(tmp_path, steps=8, sleep=0.5)
+    (trial,) = plan(tmp_path, steps=8, sleep=0.05, hold=2)  # the first attempt waits after step 2
     job = slurm.submit(slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="usr1", workdir=tmp_path))
     task = f"{job}_0"
-    wait_for(lambda: (trial.run_dir / "progress.log").exists() and len(progress(trial.run_dir)[1]) >= 2, 30,
-             "two steps")
+    wait_for(lambda: (trial.run_dir / "progress.log").exists() and len(progress(trial.run_dir)[1]) >= 2,
+             JOB_LIMIT_S, "two steps")
     # like the time-limit warning, sent to the job's steps, not to the batch shell
     subprocess.run(["scancel", "--signal=USR1", task], check=True)
-    assert slurm.wait(job, timeout=90, poll=0.5) == {task: "COMPLETED"}
+    assert slurm.wait(job, timeout=JOB_LIMIT_S, poll=0.5) == {task: "COMPLETED"}
     starts, steps = progress(trial.run_dir)
     saved = json.loads((trial.run_dir / "hpc_ckpt_1.ckpt").read_text())["counter"]
     # resumed from the hpc checkpoint, or from a last.ckpt written after it before Slurm's SIGTERM
@@ -170,7 +178,7 @@ def test_restorelab_slurm_runs_real_trials_as_an_array_and_reports(slurm_cluster
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
     monkeypatch.chdir(REPO)  # the job runs where it was submitted from: configs/ resolve
     real_wait = slurm.wait
-    monkeypatch.setattr(slurm, "wait", lambda job: real_wait(job, timeout=150, poll=0.5))
+    monkeypatch.setattr(slurm, "wait", lambda job: real_wait(job, timeout=REAL_JOB_LIMIT_S, poll=0.5))
     tiny = ["--trainer.max_epochs=2", "--data.init_args.batch_size=4", "--data.init_args.patches_per_epoch=12",
             *QUIET]
     rc = slurm.main([str(CPU_SWEEP), "--out", str(tmp_path), "--max-trials", "2", "--submit", "--wait", "--", *tiny])
@@ -199,20 +207,28 @@ def global_step(path: Path) -> int | None:
 
 @pytest.mark.slurm
 def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """A real trial (a tiny SRCNN, 30 steps of 4 patches) requeued after its step-10 checkpoint: the first attempt
+    holds before step 11 until the requeue's SIGTERM (tests.slurm_cluster.HoldFirstAttempt), so the requeue always
+    lands mid-run, on idle or loaded cores alike."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    steps = 800
+    steps, hold = 30, 10
     budget = [f"--trainer.max_steps={steps}", "--trainer.max_epochs=100", "--data.init_args.batch_size=4",
-              f"--data.init_args.patches_per_epoch={4 * steps}", "--checkpoint_every_n_steps=20",
-              "--test_after_fit=false", *QUIET]
+              "--data.init_args.patch_size=21", f"--data.init_args.patches_per_epoch={4 * steps}",
+              "--model.init_args.net.init_args.filters=[8, 4]", "--trainer.num_sanity_val_steps=0",
+              f"--checkpoint_every_n_steps={hold}", "--test_after_fit=false",
+              "--trainer.callbacks+=tests.slurm_cluster.HoldFirstAttempt", f"--trainer.callbacks.init_args.step={hold}",
+              *QUIET]
     (trial,) = sw.plan_trials(CPU_SWEEP, tmp_path, max_trials=1, extra_args=budget)
     job = slurm.submit(slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="real-requeue", workdir=REPO))
     task = f"{job}_0"
     last = trial.run_dir / "checkpoints" / "last.ckpt"
-    wait_for(lambda: (global_step(last) or 0) >= 20, 90, "a checkpoint of the first attempt")
+    wait_for(lambda: (trial.run_dir / "holding").exists() or slurm.job_states(job).get(task) not in ACTIVE,
+             REAL_JOB_LIMIT_S, "the first attempt to reach its step-10 checkpoint")
+    assert (trial.run_dir / "holding").exists(), (trial.run_dir / "slurm.out").read_text()[-3000:]
     before = global_step(last)
-    assert before < steps
+    assert before == hold
     slurm.requeue(task)  # as Lightning's SIGUSR1 handler does before the time limit
-    assert slurm.wait(job, timeout=180, poll=0.5) == {task: "COMPLETED"}
+    assert slurm.wait(job, timeout=REAL_JOB_LIMIT_S, poll=0.5) == {task: "COMPLETED"}
     out = (trial.run_dir / "slurm.out").read_text()
     assert f"job {task} restart 1" in out, out[-3000:]
     second = out.split(f"job {task} restart 1", 1)[1]

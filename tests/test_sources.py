@@ -65,8 +65,10 @@ def test_bad_files_and_folders_name_themselves(tmp_path, rgb_u8):
         read_image(empty)
     with pytest.raises(ImageSourceError, match="missing.png: no such image file"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(ImageSourceError, match="nowhere: image folder does not exist"):
+    with pytest.raises(ImageSourceError, match="nowhere: no such image file or folder"):
         resolve_source(str(tmp_path / "nowhere"))
+    with pytest.raises(ImageSourceError, match="gone.png: no such image file$"):  # a file, not a "folder"
+        resolve_source(str(tmp_path / "gone.png"))
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("x")
     with pytest.raises(ImageSourceError, match="docs: folder holds no images"):
@@ -112,9 +114,9 @@ def test_skimage_split_is_fixed_and_disjoint():
 
 
 def test_wrong_scale_and_patch_are_named():
-    with pytest.raises(ValueError, match="data.scale must be one of 2, 3, 4, 8; got 5"):
+    with pytest.raises(ValueError, match="data.init_args.scale must be one of 2, 3, 4, 8; got 5"):
         SRDataModule(scale=5)
-    with pytest.raises(ValueError, match="data.patch_size=32 must be a multiple of 3"):
+    with pytest.raises(ValueError, match="data.init_args.patch_size=32 must be a multiple of 3"):
         SRDataModule(scale=3, patch_size=32)
 
 

@@ -85,3 +85,19 @@ def test_valid_padding_trains_on_the_target_centre():
         net = SRCNN()
         net.scale = 4
         RestorationModule(net, scale=3)
+
+
+def test_fit_with_an_impossible_net_size_is_one_line_naming_the_option(tmp_path):
+    """Through the real command line: exit 2, the last stderr line names the option, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([str(Path(sys.executable).with_name("restorelab")), "fit", "--config", "configs/srcnn.yaml",
+                           "--model.init_args.net.init_args.filters=[0, 4]", "--runs_dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=repo, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "restorelab: error: model.init_args.net.init_args.filters=[0, 4]: every entry must be an integer >= 1 "
+        "for SRCNN")

@@ -12,7 +12,8 @@ from restorelab import sweep as sw
 
 # A stand-in for `restorelab fit`: counts `--steps` steps, checkpointing the counter after each
 # (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`,
-# and on SIGUSR1 saves an hpc checkpoint and requeues its Slurm task, as Lightning does.
+# holds after step `--hold` in a Slurm task's first attempt, and on SIGUSR1 saves an hpc checkpoint and
+# requeues its Slurm task, as Lightning does.
 FAKE_TRAINER = '''
 import argparse, json, os, signal, subprocess, sys, time
 from pathlib import Path
@@ -20,6 +21,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=3)
 p.add_argument("--fail", default="False")
 p.add_argument("--sleep", type=float, default=0.0)
+p.add_argument("--hold", type=int, default=0)
 p.add_argument("--ckpt_path")
 args, rest = p.parse_known_args()
 run = Path(os.environ["RESTORELAB_RUN_DIR"])
@@ -45,6 +47,10 @@ with open(run / "progress.log", "a") as log:
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
         log.write(f"step {counter}\\n")
         log.flush()
+        # --hold N: the first attempt of a Slurm task waits after step N until it is requeued or signalled,
+        # so a test can interrupt it mid-run however fast or slow the machine is
+        while counter == args.hold and int(os.environ.get("SLURM_RESTART_COUNT") or 0) == 0:
+            time.sleep(0.05)
 if args.fail == "True":
     print("simulated failure", file=sys.stderr)
     sys.exit(1)
@@ -130,7 +136,7 @@ def test_load_sweep_rejects_bad_files_naming_file_and_key(tmp_path, replace, exp
 
 def test_load_sweep_reports_unparseable_yaml_in_one_line(tmp_path):
     path = write_yaml(tmp_path / "broken.yaml", "method: [grid\nparameters: {")
-    with pytest.raises(sw.SweepConfigError, match=r"broken.yaml: cannot read sweep YAML") as err:
+    with pytest.raises(sw.SweepConfigError, match=r"broken.yaml: not valid YAML: line \d+, column \d+: ") as err:
         sw.load_sweep(path)
     assert "\n" not in str(err.value)
 
@@ -393,3 +399,86 @@ def test_run_mode_with_a_key_registers_the_sweep_runs_an_agent_and_reports_from_
 def test_agent_finds_this_interpreter_as_python():
     first = sw.agent_env()["PATH"].split(sw.os.pathsep)[0]
     assert Path(first) == Path(sw.sys.executable).parent
+
+
+# ------------------------------------------------------------------------------------ checked against the CLI
+
+REPO = Path(__file__).resolve().parents[1]
+RESTORELAB = Path(__import__("sys").executable).with_name("restorelab")
+FIT = '["${env}", "${interpreter}", -m, restorelab.cli, fit, --config, configs/srcnn.yaml, "${args}"]'
+
+
+def run_restorelab(*args: str, cwd: Path = REPO):
+    import subprocess
+
+    return subprocess.run([str(RESTORELAB), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def one_line_error(result) -> str:
+    """The last stderr line of a command that failed as `restorelab` reports anticipated errors."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("restorelab: error: "), result.stderr[-3000:]
+    return last
+
+
+BAD_PARAMETERS = {  # parameter lines -> what the one line must name
+    "unknown option": ("model.init_args.net.init_args.filterz: {values: [[32, 16]]}",
+                       ["model.init_args.net.init_args.filterz=[32, 16]", "filterz"]),
+    "unknown group": ("trainer.max_epochz: {value: 2}", ["trainer.max_epochz=2"]),
+    "value does not parse": ("trainer.max_epochs: {values: [2, many]}", ["trainer.max_epochs=many", "int"]),
+    "impossible net size": ("model.init_args.net.init_args.filters: {values: [[32, 16], [0, 4]]}",
+                            ["model.init_args.net.init_args.filters=[0, 4]", ">= 1"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PARAMETERS)
+@pytest.mark.parametrize("tool", ["sweep run", "slurm"])
+def test_bad_parameters_are_rejected_before_any_trial_starts(tmp_path, case, tool):
+    """One line naming the sweep file and the parameter, exit 2, no traceback, and no trial run (no run dir)."""
+    line, named = BAD_PARAMETERS[case]
+    path = write_yaml(tmp_path / "bad.yaml", f"""\
+        program: restorelab/cli.py
+        method: grid
+        parameters:
+          {line}
+        command: {FIT}
+        """)
+    last = one_line_error(run_restorelab(*tool.split(), str(path), "--out", str(tmp_path / "runs")))
+    assert str(path) in last and all(word in last for word in named), last
+    assert not (tmp_path / "runs").exists()  # nothing planned on disk, nothing ran
+
+
+def test_bad_extra_trial_arguments_are_named(tmp_path):
+    path = write_yaml(tmp_path / "ok.yaml", f"""\
+        program: restorelab/cli.py
+        method: grid
+        parameters:
+          trainer.max_epochs: {{value: 1}}
+        command: {FIT}
+        """)
+    with pytest.raises(sw.SweepConfigError, match=r"ok.yaml: the extra trial arguments --trainer.max_stepz=3"):
+        sw.check_trials(sw.load_sweep(path), sw.plan_trials(path, tmp_path, extra_args=["--trainer.max_stepz=3"]),
+                        path, cwd=REPO)
+
+
+def test_every_bundled_sweep_passes_the_cli_check(tmp_path):
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        sweep = sw.load_sweep(path)
+        sw.check_trials(sweep, sw.plan_trials(sweep, tmp_path), path, cwd=REPO)
+
+
+def test_trials_of_another_program_are_not_checked(tmp_path):
+    assert sw.cli_args(["python", "-m", "restorelab.cli", "fit", "--x=1"]) == ["fit", "--x=1"]
+    assert sw.cli_args(["/venv/bin/restorelab", "fit"]) == ["fit"]
+    assert sw.cli_args(["python", "restorelab/cli.py", "fit"]) == ["fit"]
+    assert sw.cli_args(["python", str(tmp_path / "fake_trainer.py"), "--steps=1"]) is None
+
+
+@pytest.mark.parametrize("tool", ["sweep run", "slurm", "report"])
+def test_malformed_sweep_yaml_is_one_line_naming_the_file(tmp_path, tool):
+    path = write_yaml(tmp_path / "broken.yaml", "method: [grid\nparameters: {")
+    last = one_line_error(run_restorelab(*tool.split(), str(path), *([] if tool == "report" else
+                                                                       ["--out", str(tmp_path / "runs")])))
+    assert f"{path}: not valid YAML: line " in last, last

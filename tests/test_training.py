@@ -1,5 +1,5 @@
 """Real training through the command line: SRCNN learns, a run killed with SIGTERM resumes at the step it
-stopped, W&B writes an offline run without a key, and a diverging run stops with a one-line error."""
+stopped, and W&B writes an offline run without a key (bad inputs and divergence: test_bad_inputs.py)."""
 from __future__ import annotations
 
 import csv
@@ -31,9 +31,11 @@ def trained_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     os.chdir(REPO)
     os.environ["WANDB_MODE"] = "offline"
-    main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={runs}", "--trainer.max_steps=300",
-          "--data.init_args.batch_size=32", "--data.init_args.patches_per_epoch=8000",
-          "--data.init_args.val=[skimage:chelsea.png]", "--model.init_args.scheduler=none", *QUIET])
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={runs}", "--trainer.max_steps=300",
+              "--data.init_args.batch_size=32", "--data.init_args.patches_per_epoch=8000",
+              "--data.init_args.val=[skimage:chelsea.png]", "--model.init_args.scheduler=none", *QUIET])
+    assert e.value.code == 0
     return only_run_dir(runs)
 
 
@@ -104,12 +106,3 @@ def test_sigterm_then_resume_continues_from_the_same_step(tmp_path):
     first = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     second = list(csv.DictReader(open(run_dir / "csv.1" / "metrics.csv")))
     assert first and second and min(int(r["step"]) for r in second) >= stopped_at - 10
-
-
-def test_nan_loss_stops_with_a_one_line_error(run_env):
-    with pytest.raises(FloatingPointError) as e:
-        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={run_env}", "--trainer.max_steps=50",
-              "--model.init_args.optimizer=sgd", "--model.init_args.lr=1e12", "--model.init_args.scheduler=none", "--data.init_args.batch_size=4",
-              "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.logger=false", *QUIET])
-    msg = str(e.value)
-    assert "\n" not in msg and "training loss is" in msg and "lr=1e+12" in msg

@@ -10,8 +10,14 @@ longest path through the net bounds the reach from above, so the claimed window 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch import nn
+
+from datamodules.errors import AnticipatedError
+
+# how a net's options are written on the command line and in configs (model.init_args.net is the net)
+NET_OPTION = "model.init_args.net.init_args"
 
 # MATLAB bicubic ×1/2 (antialiased, 8 taps): a coarse pixel reads fine centres up to 3.5 fine pixels away.
 BICUBIC_HALVING_REACH = 3.5
@@ -58,3 +64,48 @@ class ResBlock(nn.Module):
 
     def forward(self, x):
         return x + self.body(x)
+
+
+# ---------------------------------------------------------------------------------------- option checks
+# Every net checks its sizes here, before torch sees them (torch would fail deep inside a conv, or build a net
+# that runs but cannot learn): one line naming the option as the user writes it, e.g.
+# `model.init_args.net.init_args.filters=[0, 4]: every entry must be an integer >= 1`.
+
+
+def bad_option(name: str, value, need: str) -> AnticipatedError:
+    shown = list(value) if isinstance(value, tuple) else value
+    return AnticipatedError(f"{NET_OPTION}.{name}={shown}: {need}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, minimum: int = 1, net: str = "") -> None:
+    """An integer option >= minimum (features, depth, blocks, scales)."""
+    if not _is_int(value) or value < minimum:
+        raise bad_option(name, value, f"{net + ' needs ' if net else 'must be '}an integer >= {minimum}")
+
+
+def check_ints(name: str, values, minimum: int = 1, odd: bool = False, net: str = "") -> None:
+    """A non-empty list of integers >= minimum (filter counts; kernel sizes with odd=True)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise bad_option(name, values, "must be a non-empty list of integers")
+    for v in values:
+        if not _is_int(v) or v < minimum or (odd and v % 2 == 0):
+            raise bad_option(name, values, f"every entry must be an {'odd ' if odd else ''}integer >= {minimum}"
+                             + (" ('same' padding keeps the image size only with odd kernels)" if odd else "")
+                             + (f" for {net}" if net else ""))
+
+
+def check_kernel(name: str, value, net: str = "") -> None:
+    """An odd kernel size >= 1: the nets pad by k // 2 ('same' padding), which keeps the size only for odd k."""
+    if not _is_int(value) or value < 1 or value % 2 == 0:
+        raise bad_option(name, value, "must be an odd integer >= 1 ('same' padding keeps the image size only with "
+                         f"odd kernels){' for ' + net if net else ''}")
+
+
+def check_channels(value, name: str = "channels") -> None:
+    """Image channels: 1 (Y or gray) or 3 (RGB)."""
+    if not _is_int(value) or value not in (1, 3):
+        raise bad_option(name, value, "must be 1 (Y or gray) or 3 (RGB)")

@@ -13,15 +13,19 @@ from torch import nn
 
 from datamodules.degradations import image_pyramid
 
-from .common import ResBlock, pixel_shuffle_reach, pyramid_reach, receptive_width
+from .common import (ResBlock, check_channels, check_int, check_kernel, pixel_shuffle_reach, pyramid_reach,
+                     receptive_width)
 
 
 class DeepDeblur(nn.Module):
     def __init__(self, channels: int = 3, scales: int = 3, blocks: int = 19, features: int = 64,
                  kernel_size: int = 5):
         super().__init__()
-        if scales < 1:
-            raise ValueError(f"DeepDeblur needs scales >= 1, got {scales}")
+        check_channels(channels)
+        check_int("scales", scales, net="DeepDeblur")
+        check_int("blocks", blocks)
+        check_int("features", features)
+        check_kernel("kernel_size", kernel_size, net="DeepDeblur")
         pad = kernel_size // 2
 
         def level(in_channels: int) -> nn.Sequential:

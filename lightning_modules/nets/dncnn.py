@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import he_init_, receptive_width
+from .common import check_channels, check_int, he_init_, receptive_width
 
 
 class DnCNN(nn.Module):
     def __init__(self, channels: int = 1, depth: int = 17, features: int = 64):
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"DnCNN needs depth >= 2, got {depth}")
+        check_channels(channels)
+        check_int("depth", depth, 2, net="DnCNN")
+        check_int("features", features)
         layers = [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
             # no conv bias: the BN right after it has its own shift

@@ -16,6 +16,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .common import bad_option, check_channels, check_ints
+
 
 class SRCNN(nn.Module):
     scale = 1  # works on the bicubic-upsampled image
@@ -30,14 +32,16 @@ class SRCNN(nn.Module):
         init_std: float | None = 1e-3,
     ):
         super().__init__()
+        check_ints("kernel_sizes", kernel_sizes, odd=True, net="SRCNN")
+        check_ints("filters", filters, net="SRCNN")
         if len(kernel_sizes) < 2 or len(filters) != len(kernel_sizes) - 1:
-            raise ValueError(
-                f"SRCNN needs len(filters) == len(kernel_sizes) - 1, got kernel_sizes={kernel_sizes} filters={filters}"
-            )
-        if any(k % 2 == 0 or k < 1 for k in kernel_sizes):
-            raise ValueError(f"SRCNN kernel sizes must be odd and positive, got {kernel_sizes}")
+            raise bad_option("filters", filters, f"SRCNN needs len(filters) == len(kernel_sizes) - 1, "
+                             f"with kernel_sizes={list(kernel_sizes)}")
+        check_channels(channels)
         if padding not in ("same", "valid"):
-            raise ValueError(f"SRCNN padding must be 'same' or 'valid', got {padding!r}")
+            raise bad_option("padding", padding, "SRCNN padding must be 'same' or 'valid'")
+        if init_std is not None and not init_std > 0:
+            raise bad_option("init_std", init_std, "must be > 0, or null for PyTorch's default init")
         self.in_channels = self.out_channels = channels
         self.padding = padding
         self.receptive_field = sum(kernel_sizes) - len(kernel_sizes) + 1

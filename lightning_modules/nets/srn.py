@@ -17,7 +17,7 @@ from torch import nn
 
 from datamodules.degradations import image_pyramid
 
-from .common import ResBlock, pyramid_reach, receptive_width
+from .common import ResBlock, check_channels, check_int, check_kernel, pyramid_reach, receptive_width
 
 # Reaches in pixels of the finer side: a stride-2 'same' conv of radius p reads p + 0.5 fine pixels from
 # the coarse centre; a fine pixel of a ×2 4×4 transposed conv or of ×2 bilinear reads 1.5 fine pixels away.
@@ -46,8 +46,11 @@ class SRN(nn.Module):
     def __init__(self, channels: int = 3, scales: int = 3, features: int = 32, blocks: int = 3,
                  kernel_size: int = 5, use_lstm: bool = True):
         super().__init__()
-        if scales < 1:
-            raise ValueError(f"SRN needs scales >= 1, got {scales}")
+        check_channels(channels)
+        check_int("scales", scales, net="SRN")
+        check_int("blocks", blocks)
+        check_int("features", features)
+        check_kernel("kernel_size", kernel_size, net="SRN")
         k, pad = kernel_size, kernel_size // 2
         widths = (features, 2 * features, 4 * features)
 

@@ -11,7 +11,7 @@ import math
 
 from torch import nn
 
-from .common import pixel_shuffle_reach, receptive_width
+from .common import bad_option, check_channels, check_int, pixel_shuffle_reach, receptive_width
 
 
 class ResidualBlock(nn.Module):
@@ -32,12 +32,15 @@ def upsampling_factors(scale: int) -> list[int]:
         return [3]
     if scale >= 2 and scale & (scale - 1) == 0:
         return [2] * int(math.log2(scale))
-    raise ValueError(f"SRResNet supports scale 3 or a power of two, got {scale}")
+    raise bad_option("scale", scale, "SRResNet supports scale 3 or a power of two (2, 4, 8)")
 
 
 class SRResNet(nn.Module):
     def __init__(self, channels: int = 3, scale: int = 4, blocks: int = 16, features: int = 64):
         super().__init__()
+        check_channels(channels)
+        check_int("blocks", blocks)
+        check_int("features", features)
         factors = upsampling_factors(scale)
         self.head = nn.Sequential(nn.Conv2d(channels, features, 9, padding=4), nn.PReLU(features))
         self.body = nn.Sequential(*[ResidualBlock(features) for _ in range(blocks)],

@@ -1,0 +1,256 @@
+"""``restorelab fit|validate|test|predict --config configs/<model>.yaml [--model.… value]``: LightningCLI
+with omegaconf interpolation, plus the suite's conventions — a stable run directory, W&B offline without a
+key, a local CSV log, ``last.ckpt`` plus the best checkpoint by validation PSNR, and a per-image results
+table after ``fit`` and ``test``."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from jsonargparse import set_parsing_settings
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from datamodules.errors import AnticipatedError
+from restorelab.checkpointing import (HealthyModelCheckpoint, LastCheckpoint, ResumeWithConfiguredOptimizer,
+                                      TrainingHealth, check_fits, read_checkpoint)
+from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, finish_wandb, resolve_run_dir
+
+
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")  # resolved by Lightning, not file names
+
+
+class RestoreLabCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--experiment", type=str | None, default=None,
+                            help="experiment name (default: the config file's stem)")
+        parser.add_argument("--run_id", type=str | None, default=None,
+                            help="run name (default: a hash of the model/data config, so reruns resume it)")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root of run directories")
+        parser.add_argument("--wandb_project", type=str, default="restorelab")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, test the best checkpoint and print the per-image table")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=200,
+                            help="refresh last.ckpt at least this often (steps), so a killed job loses little")
+        parser.add_argument("--checkpoint_every_minutes", type=float, default=5.0,
+                            help="... and at least this often (minutes), however long a step takes")
+        parser.link_arguments("data.init_args.scale", "model.init_args.scale")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # omegaconf+ rebuilds the config after resolving ${...} and drops the `config` entry with it, so
+        # the experiment name (the config file's stem) is taken from the command line itself
+        self.config_files = config_files(sys.argv[1:] if args is None else args)
+
+    # ------------------------------------------------------------------ run directory
+    def _cfg(self):
+        return self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+
+    def _run_dir(self) -> Path:
+        cfg = self._cfg()
+        experiment = cfg.get("experiment")
+        if not experiment:
+            configs = cfg.get("config") or self.config_files
+            experiment = experiment_name(Path(str(configs[0])).stem if configs else "default")
+        run_id = cfg.get("run_id") or os.environ.get("RESTORELAB_RUN_ID") or config_run_id(
+            _plain(cfg.get("model")), _plain(cfg.get("data")), cfg.get("seed_everything"))
+        self.experiment, self.run_id = experiment, run_id
+        return resolve_run_dir(cfg.get("runs_dir", "runs"), experiment, run_id)
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self._cfg()
+        self.run_dir = run_dir = self._run_dir()
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        configured = trainer_cfg.get("callbacks") or []
+        if not any(isinstance(c, ModelCheckpoint) for c in [*configured, *callbacks]):
+            ckpt_dir = run_dir / "checkpoints"
+            callbacks += [
+                TrainingHealth(),  # first: the savers below ask it about the step that just ended
+                HealthyModelCheckpoint(dirpath=ckpt_dir, monitor=self.model.monitor, mode="max", save_top_k=1,
+                                       filename="best-{epoch}-{step}", auto_insert_metric_name=False),
+                LastCheckpoint(ckpt_dir, cfg.get("checkpoint_every_n_steps", 200),
+                               cfg.get("checkpoint_every_minutes", 5.0)),
+                ResumeWithConfiguredOptimizer(),
+            ]
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AnticipatedError(f"{run_dir}: cannot create the run folder ({e.strerror}); "
+                                   f"choose another with --runs_dir") from None
+        if not os.access(run_dir, os.W_OK):
+            raise AnticipatedError(f"{run_dir}: the run folder is not writable; choose another with --runs_dir")
+        if trainer_cfg.get("logger") in (None, True):
+            ensure_wandb_mode()
+            kwargs["logger"] = [
+                # CSVLogger empties an existing metrics.csv: each resumed attempt gets csv, csv.1, ...
+                CSVLogger(save_dir=str(run_dir), name="", version=csv_version(run_dir)),
+                WandbLogger(project=cfg.get("wandb_project", "restorelab"), save_dir=str(run_dir),
+                            name=f"{self.experiment}/{self.run_id}", id=f"{self.experiment}-{self.run_id}",
+                            resume="allow", log_model=False),
+            ]
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        return self._instantiate_trainer({**trainer_cfg, **kwargs}, callbacks)
+
+    # ------------------------------------------------------------------ checkpoints given by --ckpt_path
+    def _parse_ckpt_path(self) -> None:
+        """A bad ``--ckpt_path`` file gets one line naming it before Lightning (and torch) read it. Evaluating a
+        checkpoint takes its model hyper-parameters (Lightning's behaviour); resuming ``fit`` does not: the
+        configuration given wins, so that changed optimizer options apply (``check_fits`` checks the net)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or str(ckpt_path).startswith("registry:"):
+            return
+        read_checkpoint(ckpt_path)
+        if subcommand != "fit":
+            super()._parse_ckpt_path()
+
+    def _check_ckpt_path(self) -> None:
+        """The checkpoint's weights fit the configured model (a foreign or older net: one line)."""
+        ckpt_path = self._cfg().get("ckpt_path")
+        if ckpt_path == "last":  # a first run has none: Lightning then starts from scratch
+            ckpt_path = self.run_dir / "checkpoints" / "last.ckpt"
+            if not ckpt_path.is_file():
+                return
+        elif ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or str(ckpt_path).startswith("registry:"):
+            return
+        check_fits(ckpt_path, read_checkpoint(ckpt_path), self.model)
+
+    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
+    # ------------------------------------------------------------------ results
+    def after_fit(self) -> None:
+        if self._cfg().get("test_after_fit", True) and not self.trainer.fast_dev_run:
+            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+            self.after_test()
+
+    def after_test(self) -> None:
+        rows = getattr(self.model, "test_rows", None)
+        if rows and self.trainer.is_global_zero:
+            write_results(rows, self.run_dir / "test_results.csv")
+            print_results(rows, title=f"{self.experiment} ({self.run_dir})", baseline=baseline_name(self.datamodule))
+
+
+def csv_version(run_dir: Path) -> str:
+    attempts = sum(1 for p in run_dir.glob("csv*") if p.is_dir())
+    return "csv" if attempts == 0 else f"csv.{attempts}"
+
+
+def config_files(argv) -> list[str]:
+    """The ``--config``/``-c`` files of a command line (a list of words; a dict of parsed args has none)."""
+    if not isinstance(argv, (list, tuple)):
+        return []
+    files = []
+    for i, word in enumerate(argv):
+        if word in ("--config", "-c") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif word.startswith("--config="):
+            files.append(word.split("=", 1)[1])
+    return files
+
+
+def _plain(x):
+    """jsonargparse Namespaces → plain dicts, for hashing."""
+    if hasattr(x, "as_dict"):
+        return x.as_dict()
+    return x
+
+
+def baseline_name(datamodule) -> str:
+    return "bicubic" if getattr(datamodule, "scale", 1) > 1 else "input"
+
+
+def write_results(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def print_results(rows: list[dict], title: str, baseline: str = "bicubic") -> None:
+    """Per-image table: baseline PSNR/SSIM, model PSNR/SSIM, gain; mean last."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("image", f"{baseline} PSNR", f"{baseline} SSIM", "model PSNR", "model SSIM", "gain (dB)"):
+        table.add_column(col, justify="left" if col == "image" else "right")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim")}
+    for r in [*rows, {"image": "mean", **mean}]:
+        table.add_row(r["image"], f"{r['baseline_psnr']:.2f}", f"{r['baseline_ssim']:.4f}", f"{r['model_psnr']:.2f}",
+                      f"{r['model_ssim']:.4f}", f"{r['model_psnr'] - r['baseline_psnr']:+.2f}",
+                      style="bold" if r["image"] == "mean" else None)
+    Console(width=120).print(table)
+
+
+# "omegaconf+" resolves ${...} after the command line is merged, so `scale: ${data.init_args.scale}` in a net's
+# config follows `--data.init_args.scale 2`. exit_on_error=False: a parsing error is raised, and reported in one
+# line by restorelab.error_report instead of a usage dump.
+CLI_OPTIONS = dict(parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": False}, subclass_mode_model=True,
+                   subclass_mode_data=True, auto_configure_optimizers=False)
+
+
+def run_lightning_cli(args: list[str] | None) -> int:
+    """``restorelab fit|validate|test|predict …`` (``args`` None: from sys.argv); the exit code."""
+    ensure_wandb_mode()
+    check_config_files(config_files(sys.argv[1:] if args is None else args))
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # absolute paths read as written
+    try:
+        RestoreLabCLI(**CLI_OPTIONS, save_config_kwargs={"overwrite": True}, args=args)
+    except SIGTERMException:  # a SystemExit(None) inside Lightning: make a stopped run look stopped
+        finish_wandb(128 + 15)
+        print("restorelab: stopped by SIGTERM; last.ckpt saved, continue with --ckpt_path last", file=sys.stderr)
+        return 128 + 15
+    return 0
+
+
+_PARSER = None
+
+
+def build_parser():
+    """The parser of ``restorelab fit|validate|…``, built as ``run_lightning_cli`` builds it, with nothing
+    instantiated: for checking a sweep's trials before the first one runs."""
+    global _PARSER
+    if _PARSER is None:
+        class Built(Exception):
+            pass
+
+        class ParseOnly(RestoreLabCLI):
+            def parse_arguments(self, parser, args):  # LightningCLI calls it once the parser is built
+                raise Built(parser)
+
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ParseOnly(**CLI_OPTIONS, args=["fit"])
+            except Built as built:
+                _PARSER = built.args[0]
+    return _PARSER
+
+
+def check_config_files(files: list[str]) -> None:
+    """Each ``--config`` file exists and is YAML, or one line naming it (and the line of a syntax error)."""
+    import yaml
+
+    for name in files:
+        if name.lstrip().startswith(("{", "[")) or "\n" in name:
+            continue  # an inline YAML mapping (sweeps pass settings so), parsed by jsonargparse itself
+        path = Path(name)
+        if not path.is_file():
+            raise AnticipatedError(f"{path}: no such config file")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise AnticipatedError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise AnticipatedError(f"{path}: cannot read the config file ({e})") from None
