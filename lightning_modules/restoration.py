@@ -14,7 +14,6 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from datamodules.degradations import center_crop, rgb_to_gray

@@ -34,8 +34,8 @@ from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_c
 from datamodules.sources import BENCHMARK_SETS, ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules import ifc as ifc_metric
 from lightning_modules.metrics import MS_SSIM_MIN_SIDE, ImageQuality, evaluation_view
-from restorelab.infer import BUDGET_ENV, parse_budget
-from restorelab.predict import DEFAULT_TILE, CheckpointError, Restorer, load_restorer, pick_device
+from restorelab.checkpointing import CheckpointError
+from restorelab.predict import Restorer, add_inference_options, inference_options, load_restorer
 
 SR_SCALES = (2, 3, 4)
 NOISE_SIGMAS = (15, 25, 50)
@@ -280,25 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scales", nargs="+", type=int, default=list(SR_SCALES))
     parser.add_argument("--sigmas", nargs="+", type=float, default=list(NOISE_SIGMAS))
     parser.add_argument("--data_root", default=None, help="benchmark folder (default: $RESTORELAB_DATA)")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help="tile side in input pixels; 0: one pass; default: one pass if it fits --memory_budget, "
-                             "else the largest exact tile that does")
-    parser.add_argument("--memory_budget", type=float, default=None,
-                        help=f"GB for one image's pass (as restorelab predict); default ${BUDGET_ENV}, else 4 GB or a "
-                             "quarter of the RAM on the CPU, 80%% of the free memory of a GPU")
-    parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
+    add_inference_options(parser)
     parser.add_argument("--no_extra_metrics", action="store_true", help="SR: skip MS-SSIM and IFC")
     parser.add_argument("--seed", type=int, default=0, help="denoising: seed of the per-image noise")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/benchmark", help="folder for benchmark.csv and benchmark.md")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     if args.names is not None and len(args.names) != len(args.ckpt):
         parser.error(f"--names gives {len(args.names)} labels for {len(args.ckpt)} checkpoints")
     # anticipated errors (one line) propagate to restorelab's command line, which prints them and exits 2
-    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
-    device = pick_device(args.device)
-    restorers = [load_restorer(p, device, args.tile, args.self_ensemble, budget) for p in args.ckpt]
+    options = inference_options(args)
+    restorers = [load_restorer(p, **options) for p in args.ckpt]
     for r, label in zip(restorers, args.names or []):
         r.label = label
     result = run_benchmark(restorers, args.sets, args.task, args.scales, args.sigmas, args.data_root,

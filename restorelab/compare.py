@@ -24,8 +24,8 @@ from datamodules.sources import ImageSourceError, dataset_root, read_image, reso
 from lightning_modules.metrics import evaluation_view, psnr_ssim
 from restorelab.benchmark import noisy_input, sr_input
 from datamodules.errors import AnticipatedError
-from restorelab.infer import BUDGET_ENV, parse_budget
-from restorelab.predict import DEFAULT_TILE, CheckpointError, load_restorer, pick_device
+from restorelab.checkpointing import CheckpointError
+from restorelab.predict import DEFAULT_TILE, add_inference_options, inference_options, load_restorer, pick_device
 
 GAP, TITLE, CAPTION = 8, 28, 44  # pixels: between panels, above them (protocol line), below them (captions)
 DPI = 100
@@ -139,17 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--panel", type=int, default=256, help="longer side of each zoomed crop, pixels")
     parser.add_argument("--data_root", default=None)
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help="tile side in input pixels; 0: one pass; default: chosen within --memory_budget")
-    parser.add_argument("--memory_budget", type=float, default=None,
-                        help=f"GB for one pass (as restorelab predict); default ${BUDGET_ENV}, else 4 GB or a "
-                             "quarter of the RAM on the CPU, 80%% of the free memory of a GPU")
-    parser.add_argument("--device", default="auto")
+    add_inference_options(parser, ensemble=False)
     args = parser.parse_args(argv)
     if args.scale is not None and args.sigma is not None:
         parser.error("give --scale (SR) or --sigma (denoising), not both")
     # anticipated errors (one line) propagate to restorelab's command line, which prints them and exits 2
-    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
+    budget = inference_options(args)["budget"]
     image = resolve_image(args.image, args.data_root)
     scores = compare(image, tuple(args.box), args.ckpt, args.out, args.scale, args.sigma, args.names,
                      args.panel, args.tile, args.device, budget)

@@ -49,15 +49,12 @@ from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, y
 from datamodules.errors import AnticipatedError
 from datamodules.restoration import to_channels
 from datamodules.sources import IMAGE_EXTENSIONS, ImageSourceError, read_image, resolve_source
+from restorelab.checkpointing import CheckpointError, read_checkpoint
 from restorelab.infer import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes, parse_budget,
                               self_ensemble)
 
 DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
 OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
-
-
-class CheckpointError(AnticipatedError):
-    """A checkpoint that cannot be loaded or does not fit the request; the message is one line naming it."""
 
 
 @dataclass
@@ -134,14 +131,9 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     from lightning_modules.restoration import RestorationModule
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - whatever torch says, the user needs one line naming the file
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{path}: not a restorelab checkpoint (no state_dict / hyper_parameters)")
+    ckpt = read_checkpoint(path)
+    if "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{path}: not a restorelab checkpoint (no hyper_parameters)")
     if "net" not in ckpt["hyper_parameters"]:
         raise CheckpointError(f"{path}: its hyper_parameters do not record the net (saved by an older restorelab); "
                               "retrain it")
@@ -158,6 +150,26 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     check_tile(net, tile, OPTIONS[0])
     return Restorer(net, module.scale, channels, path, _checkpoint_label(path, net), tile, ensemble,
                     torch.device(device), budget)
+
+
+def add_inference_options(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
+    """How checkpoints run on whole images, the same options for predict, benchmark and compare."""
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help="tile side in input pixels; 0: one pass; default: one pass if it fits --memory_budget, "
+                             "else the largest exact tile that does")
+    parser.add_argument("--memory_budget", type=float, default=None,
+                        help=f"GB (10^9 bytes) for one image's pass; default ${BUDGET_ENV}, else 4 GB or a quarter "
+                             "of the RAM on the CPU, 80%% of the free memory of a GPU")
+    if ensemble:
+        parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+def inference_options(args: argparse.Namespace) -> dict:
+    """``load_restorer``'s keyword arguments from ``add_inference_options``'s options."""
+    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
+    return {"device": pick_device(args.device), "tile": args.tile, "budget": budget,
+            "ensemble": getattr(args, "self_ensemble", False)}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -271,19 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for the restored PNGs")
     parser.add_argument("--scale", type=int, default=None,
                         help="expected SR factor; refused if the checkpoint's differs")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help="tile side in input pixels; 0: one pass; default: one pass if it fits --memory_budget, "
-                             "else the largest exact tile that does")
-    parser.add_argument("--memory_budget", type=float, default=None,
-                        help=f"GB (10^9 bytes) for one image's pass; default ${BUDGET_ENV}, else 4 GB or a quarter "
-                             "of the RAM on the CPU, 80%% of the free memory of a GPU")
-    parser.add_argument("--self_ensemble", action="store_true", help="mean over the 8 flips/rotations")
+    add_inference_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
-    budget = None if args.memory_budget is None else parse_budget(args.memory_budget, "--memory_budget")
-    restorer = load_restorer(args.ckpt, pick_device(args.device), args.tile, args.self_ensemble, budget)
+    restorer = load_restorer(args.ckpt, **inference_options(args))
     if args.scale is not None and args.scale != restorer.scale:
         raise CheckpointError(f"{args.ckpt}: checkpoint is x{restorer.scale}, but --scale {args.scale} was asked")
     inputs = resolve_input(args.input)

@@ -21,7 +21,7 @@ from torch import nn
 
 from datamodules.errors import AnticipatedError
 from lightning_modules.inference import (GB, MemoryBudgetError, _LiveBytes, budgeted_forward, image_bytes,
-                                         measure_peak_bytes, memory_model, min_tile, pass_bytes, plan, tiled_forward)
+                                         measure_peak_bytes, min_tile, pass_bytes, plan, tiled_forward)
 from lightning_modules.nets.nlrn import NLRN
 from restorelab.predict import load_restorer
 from tests.conftest import REPO

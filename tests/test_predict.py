@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from restorelab.predict import CheckpointError, load_restorer
+from restorelab.checkpointing import CheckpointError
+from restorelab.predict import load_restorer
 
 NETS = {  # name -> (class path, init args, task scale, training channels)
     "srcnn_y_x3": ("lightning_modules.nets.srcnn.SRCNN",
@@ -153,9 +154,9 @@ def test_errors_are_one_line(ckpts, tmp_path, capsys):
     cases = [
         (["--ckpt", ckpts["srcnn_y_x3"], "--scale", 4], ["x3", "--scale 4"]),
         (["--ckpt", ckpts["dncnn_gray"]], ["gray", "colour"]),
-        (["--ckpt", junk], ["not a PyTorch checkpoint"]),
-        (["--ckpt", colour], ["not a PyTorch checkpoint"]),
-        (["--ckpt", foreign], ["not a restorelab checkpoint"]),
+        (["--ckpt", junk], ["not a readable PyTorch checkpoint"]),
+        (["--ckpt", colour], ["not a readable PyTorch checkpoint"]),
+        (["--ckpt", foreign], ["not a Lightning checkpoint"]),
         (["--ckpt", tmp_path / "missing.ckpt"], ["no such checkpoint"]),
     ]
     for args, words in cases:
