@@ -10,6 +10,7 @@ import matplotlib.image
 import pytest
 import yaml
 
+from datamodules.errors import AnticipatedError
 from restorelab import report
 from restorelab.sweep import SweepConfigError
 
@@ -143,7 +144,7 @@ def test_wandb_report_without_the_report_package_says_what_to_install():
         pass
     else:
         pytest.skip("wandb-workspaces is installed")
-    with pytest.raises(SystemExit, match="pip install wandb-workspaces"):
+    with pytest.raises(AnticipatedError, match="pip install wandb-workspaces"):
         report.push_wandb_report([], project="p", entity=None)
 
 
