@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -144,6 +146,39 @@ class LastCheckpoint(Callback):
         elif isinstance(exception, DivergenceError) and self.path.is_file():
             exception.checkpoint = self.path
             exception.step = torch.load(self.path, map_location="cpu", weights_only=True).get("global_step")
+
+
+class StopPromptlyWhileEvaluating(Callback):
+    """Lightning answers SIGTERM at the next batch, and one evaluation batch (a whole photo through NLRN at its
+    paper size) can take many minutes. While validating, testing or predicting no weights are being updated, so
+    the stop is raised at once, between two Python steps of the net (e.g. NLRN's row chunks); during fit,
+    ``LastCheckpoint`` then saves the weights of the last finished training step."""
+
+    def __init__(self) -> None:
+        self.previous = None
+
+    def _arm(self, trainer, *_) -> None:
+        if threading.current_thread() is not threading.main_thread() or self.previous is not None:
+            return
+        self.previous = signal.getsignal(signal.SIGTERM)
+
+        def stop_now(signum, frame):
+            if callable(self.previous):
+                self.previous(signum, frame)  # Lightning's own handler: its flag, and the other DDP ranks
+            raise SIGTERMException
+
+        signal.signal(signal.SIGTERM, stop_now)
+
+    def _disarm(self, trainer, *_) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+    on_validation_start = on_test_start = on_predict_start = _arm
+    on_validation_end = on_test_end = on_predict_end = _disarm
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._disarm(trainer)
 
 
 class HealthyModelCheckpoint(ModelCheckpoint):

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from datamodules.errors import AnticipatedError
 from restorelab.checkpointing import (HealthyModelCheckpoint, LastCheckpoint, ResumeWithConfiguredOptimizer,
-                                      TrainingHealth, check_fits, read_checkpoint)
+                                      StopPromptlyWhileEvaluating, TrainingHealth, check_fits, read_checkpoint)
 from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, finish_wandb, resolve_run_dir
 
 
@@ -78,6 +78,7 @@ class RestoreLabCLI(LightningCLI):
                                cfg.get("checkpoint_every_minutes", 5.0)),
                 ResumeWithConfiguredOptimizer(),
             ]
+        callbacks.append(StopPromptlyWhileEvaluating())
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -206,7 +207,9 @@ def run_lightning_cli(args: list[str] | None) -> int:
         RestoreLabCLI(**CLI_OPTIONS, save_config_kwargs={"overwrite": True}, args=args)
     except SIGTERMException:  # a SystemExit(None) inside Lightning: make a stopped run look stopped
         finish_wandb(128 + 15)
-        print("restorelab: stopped by SIGTERM; last.ckpt saved, continue with --ckpt_path last", file=sys.stderr)
+        fitting = (sys.argv[1:] if args is None else args)[:1] == ["fit"]
+        print("restorelab: stopped by SIGTERM" + ("; last.ckpt saved, continue with --ckpt_path last" if fitting
+                                                  else ""), file=sys.stderr)
         return 128 + 15
     return 0
 

@@ -272,3 +272,41 @@ def test_sigkill_loses_at_most_the_time_interval_and_resumes(tmp_path):
                           env={**os.environ, "WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == saved + 3
+
+
+class EndlessNet(torch.nn.Module):
+    """A net whose evaluation forward never ends on its own (a stand-in for one photo through NLRN at its paper
+    size, minutes of Python-level chunks): it writes a marker file, then loops in Python."""
+
+    scale, in_channels, out_channels, receptive_field, size_multiple = 1, 1, 1, 3, 1
+
+    def __init__(self, marker: str = ""):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.marker = marker
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            Path(self.marker).write_text("evaluating")
+            while True:
+                time.sleep(0.05)
+        return self.conv(x)
+
+
+def test_sigterm_during_a_long_evaluation_pass_stops_at_once(tmp_path):
+    marker = tmp_path / "evaluating"
+    proc = cli_process(["validate", "--config", "configs/srcnn.yaml", *QUIET, f"--runs_dir={tmp_path}",
+                        "--model.init_args.net=tests.test_bad_inputs.EndlessNet",
+                        f"--model.init_args.net.init_args.marker={marker}"])
+    try:
+        deadline = time.monotonic() + 600  # start-up on loaded cores; the pass itself never ends
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "validation did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)  # without the prompt stop it would never return
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out[-3000:]
+    assert "restorelab: stopped by SIGTERM" in out and "Traceback" not in out
