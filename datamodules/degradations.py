@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -130,6 +131,24 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
         return x
     w = x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     return (x * w).sum(dim=-3, keepdim=True)
+
+
+# the colour spaces nets train in
+Channels = Literal["y", "rgb", "gray"]
+
+
+def to_channels(x: torch.Tensor, channels: Channels) -> torch.Tensor:
+    """Bring a 1- or 3-channel image (…×C×H×W) to the training colour space; idempotent.
+
+    "y": BT.601 luma (a gray image is its own Y); "rgb": gray replicated; "gray": plain luma
+    (0.299, 0.587, 0.114, no 16–235 offset, as the gray denoising sets were made).
+    """
+    c = x.shape[-3]
+    if channels == "y":
+        return rgb_to_y(x)
+    if channels == "rgb":
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if c == 1 else x
+    return rgb_to_gray(x)
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:

@@ -29,29 +29,14 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules import degradations as d
-from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize, rgb_to_y
+from datamodules.degradations import Channels, bicubic_downsample, bicubic_upsample, mod_crop, quantize, to_channels
 from datamodules.errors import AnticipatedError
 from datamodules.gopro import GOPRO_BLUR_KINDS, frame_folders, frame_windows, gopro_pairs
 from datamodules.sources import dataset_root, load_images, read_image
 
-Channels = Literal["y", "rgb", "gray"]
 # A sample: a clean C×H×W image, a dict of aligned images ({"degraded": blurred, "target": sharp}, or
 # {"frames": T×C×H×W}), or a zero-argument callable returning either, read at every use (large data sets).
 Item = Union[torch.Tensor, dict, Callable[[], Union[torch.Tensor, dict]]]
-
-
-def to_channels(x: torch.Tensor, channels: Channels) -> torch.Tensor:
-    """Bring a 1- or 3-channel image (…×C×H×W) to the training colour space; idempotent.
-
-    "y": BT.601 luma (a gray image is its own Y); "rgb": gray replicated; "gray": plain luma
-    (0.299, 0.587, 0.114, no 16–235 offset, as the gray denoising sets were made).
-    """
-    c = x.shape[-3]
-    if channels == "y":
-        return rgb_to_y(x)
-    if channels == "rgb":
-        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if c == 1 else x
-    return d.rgb_to_gray(x)
 
 
 def image_seed(name: str, seed: int) -> int:

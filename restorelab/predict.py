@@ -45,9 +45,8 @@ import cv2
 import torch
 from torch import nn
 
-from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, ycbcr_to_rgb
+from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, to_channels, ycbcr_to_rgb
 from datamodules.errors import AnticipatedError
-from datamodules.restoration import to_channels
 from datamodules.sources import IMAGE_EXTENSIONS, ImageSourceError, read_image, resolve_source
 from restorelab.checkpointing import CheckpointError, read_checkpoint
 from restorelab.infer import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes, parse_budget,

@@ -13,6 +13,7 @@ import skimage.data
 import torch
 
 from datamodules import degradations as d
+from datamodules.degradations import to_channels
 from datamodules.restoration import (
     DeblurDataModule,
     DenoiseDataModule,
@@ -21,7 +22,6 @@ from datamodules.restoration import (
     RestorationDataModule,
     SRDataModule,
     image_seed,
-    to_channels,
 )
 from lightning_modules.nets.deepdeblur import DeepDeblur
 from lightning_modules.nets.dncnn import DnCNN

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.restoration import SRDataModule, to_channels
+from datamodules.degradations import to_channels
+from datamodules.restoration import SRDataModule
 from datamodules.sources import (
     SKIMAGE_TRAIN,
     SKIMAGE_VAL,
