@@ -1,7 +1,7 @@
 """Whole-image inference within a memory budget: exact tiled forward passes, ×8 geometric self-ensemble, and
 the estimate that decides whether (and how finely) to tile. Used by the LightningModule's validation/test
-(``RestorationModule.restore``) and, re-exported by ``restorelab.infer``, by ``restorelab predict``,
-``benchmark`` and ``compare``: one copy of the logic, below ``restorelab`` in the import graph.
+(``RestorationModule.restore``) and by ``restorelab predict``, ``benchmark`` and ``compare``: one copy of the
+logic, below ``restorelab`` in the import graph.
 
 **Tiling is exact, not a blend**: each tile carries a halo of at least half the net's receptive field, so every
 output pixel kept from a tile saw exactly the input it would have seen in one full-image pass (zero / reflect
@@ -119,7 +119,7 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int = 256, overlap: int
             on_tile(1, 1)
         return out
 
-    halo = _round_up(net.receptive_field // 2 if overlap is None else overlap, multiple)
+    halo = halo_of(net) if overlap is None else _round_up(overlap, multiple)
     tile = _round_up(max(tile, 1), multiple)
     total = math.ceil(ph / tile) * math.ceil(pw / tile)
     out, done = None, 0

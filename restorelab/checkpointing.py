@@ -216,16 +216,9 @@ class ResumeWithConfiguredOptimizer(Callback):
                     if "initial_lr" in saved:
                         saved["initial_lr"] = new_initial
                     changes.add(f"lr {old_initial:g} -> {new_initial:g}")
-                for key in self.HYPERPARAMETERS:
-                    if key in configured and key in saved and configured[key] != saved[key]:
-                        changes.add(f"{key} {saved[key]} -> {configured[key]}")
-                        saved[key] = configured[key]
+                take_configured(saved, configured, self.HYPERPARAMETERS, changes)
         for k, (config, saved) in enumerate(zip(trainer.lr_scheduler_configs, self.checkpoint.get("lr_schedulers", []))):
-            configured = config.scheduler.state_dict()
-            for key in self.SCHEDULE_CONSTANTS:
-                if key in configured and key in saved and configured[key] != saved[key]:
-                    changes.add(f"{key} {saved[key]} -> {configured[key]}")
-                    saved[key] = configured[key]
+            take_configured(saved, config.scheduler.state_dict(), self.SCHEDULE_CONSTANTS, changes)
             if "base_lrs" in saved and k < len(trainer.optimizers):
                 groups = self.checkpoint["optimizer_states"][k]["param_groups"]
                 saved["base_lrs"] = [g.get("initial_lr", g["lr"]) for g in groups]
@@ -233,6 +226,14 @@ class ResumeWithConfiguredOptimizer(Callback):
         if changes:
             print(f"restorelab: resuming with the configured optimizer options ({', '.join(sorted(changes))})")
         self.checkpoint = None
+
+
+def take_configured(saved: dict, configured: dict, keys: tuple[str, ...], changes: set[str]) -> None:
+    """Overwrite ``saved``'s values of ``keys`` with the ``configured`` ones, noting each change."""
+    for key in keys:
+        if key in configured and key in saved and configured[key] != saved[key]:
+            changes.add(f"{key} {saved[key]} -> {configured[key]}")
+            saved[key] = configured[key]
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -114,7 +114,8 @@ def _option(keys: list[str]) -> str:
                                                                  and keys[i + 1] == "init_args"))
 
 
-def fail(message: str) -> int:
-    """For a tool's own checks: print the one line and return the exit code."""
-    print(f"restorelab: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
+def describe_yaml_error(error) -> str:
+    """Where and what a YAML syntax error is, in one line: ``line L, column C: <problem>``."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(getattr(error, "problem", None) or error).split())

@@ -19,10 +19,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from datamodules.errors import AnticipatedError
 from restorelab.checkpointing import (HealthyModelCheckpoint, LastCheckpoint, ResumeWithConfiguredOptimizer,
                                       StopPromptlyWhileEvaluating, TrainingHealth, check_fits, read_checkpoint)
+from restorelab.error_report import describe_yaml_error
 from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, finish_wandb, resolve_run_dir
 
 
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")  # resolved by Lightning, not file names
+
+
+def names_a_file(ckpt_path) -> bool:
+    """``--ckpt_path`` is a file name, not one of the names Lightning resolves itself."""
+    return ckpt_path is not None and ckpt_path not in SPECIAL_CKPT_PATHS and not str(ckpt_path).startswith("registry:")
 
 
 class RestoreLabCLI(LightningCLI):
@@ -105,22 +111,20 @@ class RestoreLabCLI(LightningCLI):
         configuration given wins, so that changed optimizer options apply (``check_fits`` checks the net)."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or str(ckpt_path).startswith("registry:"):
-            return
-        read_checkpoint(ckpt_path)
-        if subcommand != "fit":
+        self._given_checkpoint = read_checkpoint(ckpt_path) if names_a_file(ckpt_path) else None
+        if self._given_checkpoint is not None and subcommand != "fit":
             super()._parse_ckpt_path()
 
     def _check_ckpt_path(self) -> None:
         """The checkpoint's weights fit the configured model (a foreign or older net: one line)."""
-        ckpt_path = self._cfg().get("ckpt_path")
+        ckpt_path, ckpt = self._cfg().get("ckpt_path"), getattr(self, "_given_checkpoint", None)
         if ckpt_path == "last":  # a first run has none: Lightning then starts from scratch
             ckpt_path = self.run_dir / "checkpoints" / "last.ckpt"
             if not ckpt_path.is_file():
                 return
-        elif ckpt_path is None or ckpt_path in SPECIAL_CKPT_PATHS or str(ckpt_path).startswith("registry:"):
-            return
-        check_fits(ckpt_path, read_checkpoint(ckpt_path), self.model)
+            ckpt = read_checkpoint(ckpt_path)
+        if ckpt is not None:
+            check_fits(ckpt_path, ckpt, self.model)
 
     before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
@@ -252,8 +256,6 @@ def check_config_files(files: list[str]) -> None:
         try:
             yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise AnticipatedError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from None
+            raise AnticipatedError(f"{path}: YAML syntax error: {describe_yaml_error(e)}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise AnticipatedError(f"{path}: cannot read the config file ({e})") from None

@@ -47,10 +47,10 @@ from torch import nn
 
 from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, to_channels, ycbcr_to_rgb
 from datamodules.errors import AnticipatedError
-from datamodules.sources import IMAGE_EXTENSIONS, ImageSourceError, read_image, resolve_source
+from datamodules.sources import ImageSourceError, read_image, resolve_source
+from lightning_modules.inference import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes,
+                                         parse_budget, self_ensemble)
 from restorelab.checkpointing import CheckpointError, read_checkpoint
-from restorelab.infer import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes, parse_budget,
-                              self_ensemble)
 
 DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
 OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
@@ -202,16 +202,6 @@ def output_names(inputs: Sequence[Path]) -> list[str]:
     return names
 
 
-def resolve_input(spec: str) -> list[Path]:
-    """``--input``'s images (``datamodules.sources.resolve_source``); a path that does not exist is reported as a
-    missing file or folder, not as a missing folder."""
-    path = Path(spec).expanduser()
-    if ":" not in spec.split("/")[0] and not path.exists():
-        kind = "image file" if path.suffix.lower() in IMAGE_EXTENSIONS else "file or folder"
-        raise ImageSourceError(f"{path}: no such {kind} (--input)")
-    return resolve_source(spec)
-
-
 def prepare_output(folder: Path) -> Path:
     """Create ``folder`` (and its parents) and check that files can be written in it: before any work."""
     if folder.exists() and not folder.is_dir():
@@ -289,12 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     restorer = load_restorer(args.ckpt, **inference_options(args))
     if args.scale is not None and args.scale != restorer.scale:
         raise CheckpointError(f"{args.ckpt}: checkpoint is x{restorer.scale}, but --scale {args.scale} was asked")
-    inputs = resolve_input(args.input)
+    inputs = resolve_source(args.input)
     output = Path(args.output)
     created = not output.exists()
     prepare_output(output)
-    try:
-        output_targets(inputs, output, args.overwrite)  # refused before any work
+    try:  # predict_files refuses existing outputs before any work
         written = predict_files(restorer, inputs, output, progress=not args.no_progress, overwrite=args.overwrite)
     except BaseException:
         if created and not any(output.iterdir()):  # a run that wrote nothing leaves no folder behind

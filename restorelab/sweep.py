@@ -39,6 +39,7 @@ from typing import Sequence
 import yaml
 
 from datamodules.errors import AnticipatedError
+from restorelab.error_report import describe_yaml_error
 from restorelab.runs import wandb_key_available
 
 METHODS = ("grid", "random", "bayes")
@@ -110,10 +111,7 @@ def load_sweep(path: str | Path) -> dict:
     except OSError as err:
         raise SweepConfigError(f"{path}: cannot read the sweep file: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        what = " ".join(str(getattr(err, "problem", None) or err).split())
-        raise SweepConfigError(f"{path}: not valid YAML: {where}{what}") from None
+        raise SweepConfigError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(sweep, dict):
         raise SweepConfigError(f"{path}: a sweep YAML must be a mapping, got {type(sweep).__name__}")
     sweep = {"name": path.stem, **sweep}

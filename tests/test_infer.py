@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from restorelab.infer import pad_to_multiple, self_ensemble, tiled_forward
+from lightning_modules.inference import pad_to_multiple, self_ensemble, tiled_forward
 
 H, W = 97, 131  # odd, and not multiples of any tile or size_multiple used here
 

@@ -70,6 +70,7 @@ class ResBlock(nn.Module):
 # Every net checks its sizes here, before torch sees them (torch would fail deep inside a conv, or build a net
 # that runs but cannot learn): one line naming the option as the user writes it, e.g.
 # `model.init_args.net.init_args.filters=[0, 4]: every entry must be an integer >= 1`.
+SAME_PADDING = "'same' padding keeps the image size only with odd kernels"
 
 
 def bad_option(name: str, value, need: str) -> AnticipatedError:
@@ -94,15 +95,15 @@ def check_ints(name: str, values, minimum: int = 1, odd: bool = False, net: str 
     for v in values:
         if not _is_int(v) or v < minimum or (odd and v % 2 == 0):
             raise bad_option(name, values, f"every entry must be an {'odd ' if odd else ''}integer >= {minimum}"
-                             + (" ('same' padding keeps the image size only with odd kernels)" if odd else "")
+                             + (f" ({SAME_PADDING})" if odd else "")
                              + (f" for {net}" if net else ""))
 
 
-def check_kernel(name: str, value, net: str = "") -> None:
-    """An odd kernel size >= 1: the nets pad by k // 2 ('same' padding), which keeps the size only for odd k."""
+def check_kernel(name: str, value, net: str = "", why: str = SAME_PADDING) -> None:
+    """An odd size >= 1: kernels (the nets pad by k // 2, which keeps the size only for odd k) and windows
+    centred on their pixel."""
     if not _is_int(value) or value < 1 or value % 2 == 0:
-        raise bad_option(name, value, "must be an odd integer >= 1 ('same' padding keeps the image size only with "
-                         f"odd kernels){' for ' + net if net else ''}")
+        raise bad_option(name, value, f"must be an odd integer >= 1 ({why}){' for ' + net if net else ''}")
 
 
 def check_channels(value, name: str = "channels") -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import bad_option, check_channels, check_int, receptive_width
+from .common import check_channels, check_int, check_kernel, receptive_width
 
 # Evaluation (no autograd) computes the non-local module in chunks of image rows whose transient tensors take
 # about this many bytes; only the propagated correlation (N×H×W×window² floats) is kept whole.
@@ -149,9 +149,7 @@ class NLRN(nn.Module):
         check_channels(channels)
         for name, value in (("features", features), ("embed_features", embed_features), ("steps", steps)):
             check_int(name, value, net="NLRN")
-        if not (isinstance(window, int) and not isinstance(window, bool) and window >= 1 and window % 2 == 1):
-            raise bad_option("window", window, "NLRN's non-local window must be odd and positive (centred on its "
-                             "pixel)")
+        check_kernel("window", window, net="NLRN", why="the non-local window is centred on its pixel")
         self.head = nn.Sequential(nn.BatchNorm2d(channels), nn.Conv2d(channels, features, 3, padding=1))
         # the recurrent block: weights shared by every step
         self.non_local = NonLocal(features, embed_features, window)
