@@ -1,5 +1,5 @@
 """File listings for motion-deblurring data: the GoPro_Large release (Nah et al., CVPR 2017) and plain folders
-of consecutive video frames, from which blur is synthesised by ``degradations.average_frames``.
+of consecutive video frames, from which blur is synthesised by ``image_ops.average_frames``.
 
 GoPro_Large layout::
 

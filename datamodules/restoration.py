@@ -28,8 +28,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules import degradations as d
-from datamodules.degradations import Channels, bicubic_downsample, bicubic_upsample, mod_crop, quantize, to_channels
+from datamodules import image_ops as d
+from datamodules.image_ops import Channels, bicubic_downsample, bicubic_upsample, mod_crop, quantize, to_channels
 from datamodules.errors import AnticipatedError
 from datamodules.gopro import GOPRO_BLUR_KINDS, frame_folders, frame_windows, gopro_pairs
 from datamodules.sources import dataset_root, load_images, read_image
@@ -365,7 +365,7 @@ class SRDataModule(RestorationDataModule):
     LR, the input of SRCNN/VDSR-style nets and the bicubic baseline.
 
     ``kernel="none"``: LR = MATLAB ``imresize(HR, 1/s)``, the bicubic degradation of the SR benchmarks.
-    Otherwise the classical model LR = (HR ⊗ k)↓s in one of three ``order``\\ s (``degradations.
+    Otherwise the classical model LR = (HR ⊗ k)↓s in one of three ``order``\\ s (``image_ops.
     classical_degradation``) with k a fixed Gaussian, random Gaussians per image, MZSR's kernel distribution,
     random camera shake, or a kernel file. Optional white noise (σ on the 0..255 scale, fixed or a range
     drawn per image) comes last, unclipped, in the training colours. Validation/test kernels and noise are
@@ -593,7 +593,7 @@ class DeblurDataModule(RestorationDataModule):
     linear light, gamma 2.2; the middle frame is the target). ``source``:
 
     "synthetic"  still images (``skimage:train`` works) moved along smooth random camera paths
-                 (``degradations.synthetic_motion_blur``), N frames rendered and averaged;
+                 (``image_ops.synthetic_motion_blur``), N frames rendered and averaged;
     "frames"     folders of consecutive video frames (a spec: one folder of frames, or a folder of such
                  folders); the loader yields windows of the largest N and the device averages the centred
                  N frames drawn per sample;
@@ -601,7 +601,7 @@ class DeblurDataModule(RestorationDataModule):
                  ``/data/GoPro_Large/train`` or ``benchmark:GoPro_Large/test``), cropped and flipped together.
 
     N is drawn per sample among the odd counts of ``n_frames``. ``pyramid_levels`` > 1 adds
-    ``degraded_pyramid``/``target_pyramid`` (``degradations.image_pyramid``, finest first) for DeepDeblur and
+    ``degraded_pyramid``/``target_pyramid`` (``image_ops.image_pyramid``, finest first) for DeepDeblur and
     SRN's multi-scale loss; patch_size must then be a multiple of 2**(levels-1) and of the net's own
     ``size_multiple`` (SRN: 4·2**(levels-1)), which fit checks.
     """

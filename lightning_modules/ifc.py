@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize
+from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import list_images, read_image
 from lightning_modules.metrics import evaluation_view
 

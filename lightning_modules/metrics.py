@@ -12,7 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 
-from datamodules.degradations import quantize, rgb_to_y
+from datamodules.image_ops import quantize, rgb_to_y
 
 # torchmetrics' 5-scale MS-SSIM with an 11×11 window needs sides larger than (11 - 1) * 2**4.
 MS_SSIM_MIN_SIDE = 161

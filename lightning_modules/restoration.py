@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from datamodules.degradations import center_crop, rgb_to_gray
+from datamodules.image_ops import center_crop, rgb_to_gray
 from datamodules.errors import DivergenceError
 from lightning_modules.losses import PixelLoss, Reduction
 from lightning_modules.metrics import ImageQuality, evaluation_view

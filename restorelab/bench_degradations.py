@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from datamodules import degradations as d
+from datamodules import image_ops as d
 
 KINDS = ("bicubic", "blur_bicubic", "noise", "jpeg", "motion_frames")
 

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize
+from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import BENCHMARK_SETS, ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules import ifc as ifc_metric
 from lightning_modules.metrics import MS_SSIM_MIN_SIDE, ImageQuality, evaluation_view

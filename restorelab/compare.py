@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from datamodules.degradations import bicubic_upsample, quantize
+from datamodules.image_ops import bicubic_upsample, quantize
 from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules.metrics import evaluation_view, psnr_ssim
 from restorelab.benchmark import noisy_input, sr_input

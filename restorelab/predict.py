@@ -45,7 +45,7 @@ import cv2
 import torch
 from torch import nn
 
-from datamodules.degradations import bicubic_upsample, quantize, rgb_to_ycbcr, to_channels, ycbcr_to_rgb
+from datamodules.image_ops import bicubic_upsample, quantize, rgb_to_ycbcr, to_channels, ycbcr_to_rgb
 from datamodules.errors import AnticipatedError
 from datamodules.sources import ImageSourceError, read_image, resolve_source
 from lightning_modules.inference import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes,

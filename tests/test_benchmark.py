@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from datamodules.degradations import quantize
+from datamodules.image_ops import quantize
 from restorelab.benchmark import (DENOISING_BASELINE, SR_BASELINE, BenchmarkSet, evaluate_sr, load_set, main,
                                   markdown_table, noisy_input, run_benchmark, set_means)
 from restorelab.predict import load_restorer

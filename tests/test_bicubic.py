@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from datamodules.degradations import (
+from datamodules.image_ops import (
     bicubic_downsample,
     bicubic_upsample,
     imresize,

@@ -12,8 +12,8 @@ import pytest
 import skimage.data
 import torch
 
-from datamodules import degradations as d
-from datamodules.degradations import to_channels
+from datamodules import image_ops as d
+from datamodules.image_ops import to_channels
 from datamodules.restoration import (
     DeblurDataModule,
     DenoiseDataModule,

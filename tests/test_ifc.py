@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from datamodules.degradations import rgb_to_y
+from datamodules.image_ops import rgb_to_y
 from datamodules.sources import read_image
 from lightning_modules.ifc import IFC, bicubic_ifc, ifc
 from tests.conftest import benchmark_root

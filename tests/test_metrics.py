@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from datamodules.degradations import bicubic_downsample, bicubic_upsample, mod_crop, quantize
+from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import read_image, resolve_source
 from lightning_modules.metrics import ImageQuality, evaluation_view
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.degradations import image_pyramid
+from datamodules.image_ops import image_pyramid
 from lightning_modules.nets.common import receptive_width
 from lightning_modules.nets.deepdeblur import DeepDeblur
 from lightning_modules.nets.dncnn import DnCNN

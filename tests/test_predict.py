@@ -112,7 +112,7 @@ def test_rgb_net_keeps_gray_gray_and_y_net_upscales_chroma(ckpts, tmp_path):
     full = rgb_net.forward(gray.expand(1, 3, 12, 10))
     torch.testing.assert_close(out, (full * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True))
 
-    from datamodules.degradations import bicubic_upsample, rgb_to_ycbcr
+    from datamodules.image_ops import bicubic_upsample, rgb_to_ycbcr
 
     colour = torch.rand(1, 3, 12, 10)
     y_net = load_restorer(ckpts["srcnn_y_x3"])

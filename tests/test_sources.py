@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.degradations import to_channels
+from datamodules.image_ops import to_channels
 from datamodules.restoration import SRDataModule
 from datamodules.sources import (
     SKIMAGE_TRAIN,

@@ -33,7 +33,7 @@ def receptive_width(reach: float) -> int:
 
 
 def pyramid_reach(level: int) -> float:
-    """Reach of level ``level`` of ``datamodules.degradations.image_pyramid(x, ·)`` into x, in pixels of x."""
+    """Reach of level ``level`` of ``datamodules.image_ops.image_pyramid(x, ·)`` into x, in pixels of x."""
     return BICUBIC_HALVING_REACH * (2**level - 1)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from datamodules.degradations import image_pyramid
+from datamodules.image_ops import image_pyramid
 
 from .common import (ResBlock, check_channels, check_int, check_kernel, pixel_shuffle_reach, pyramid_reach,
                      receptive_width)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.degradations import image_pyramid
+from datamodules.image_ops import image_pyramid
 
 from .common import ResBlock, check_channels, check_int, check_kernel, pyramid_reach, receptive_width
 

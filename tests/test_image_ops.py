@@ -9,7 +9,7 @@ import scipy.ndimage as ndimage
 import skimage.data
 import torch
 
-from datamodules import degradations as d
+from datamodules import image_ops as d
 from datamodules.gopro import frame_windows, gopro_pairs
 from restorelab.bench_degradations import KINDS, measure_synthesis_rate
 
