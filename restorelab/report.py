@@ -4,7 +4,8 @@ as in the SRCNN paper's ablation figures.
 
 Runs come from the sweep's local run directories (`<runs>/<sweep name>/<trial id>/`: `params.json` and
 `csv/metrics.csv`, written by `restorelab sweep` locally or on Slurm), or, for a sweep run by W&B agents,
-from the W&B API. `--wandb-report` pushes the same content as a W&B report (needs `wandb-workspaces`).
+from the W&B API. `--wandb-report` also saves the same content as a W&B report for collaborators, built with
+`wandb-workspaces` (`wandb_report` builds it offline; only the save needs a W&B key).
 
     restorelab report sweeps/srcnn_filters_cpu.yaml [more sweeps or sweep dirs] --runs runs --out reports
     restorelab report --wandb-sweep ENTITY/PROJECT/SWEEP_ID --out reports
@@ -19,14 +20,16 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import yaml
 
 from datamodules.errors import AnticipatedError
-from restorelab.sweep import SweepConfigError, load_sweep, sweep_dir
+from restorelab.runs import wandb_key_available
+from restorelab.sweep_plan import SweepConfigError, load_sweep, sweep_dir
 
 DEFAULT_METRIC = "val/psnr_y"
+STEP_KEY = "trainer/global_step"  # Lightning's WandbLogger logs every metric against it (the CSV's `step`)
 
 
 @dataclass
@@ -47,6 +50,18 @@ class Run:
     @property
     def best(self) -> tuple[int, float] | None:
         return max(self.curve, key=lambda p: p[1]) if self.curve else None
+
+
+@dataclass
+class Section:
+    """One sweep's part of a report: its runs and which W&B runs they are."""
+
+    title: str
+    runs: list[Run]
+    metric: str
+    # the wandb_workspaces filter expressions that select the sweep's runs on W&B (a function: it imports
+    # wandb_workspaces, which only a W&B report needs)
+    wandb_filter: Callable[[], list]
 
 
 def baseline_key(metric: str) -> str:
@@ -109,8 +124,8 @@ def load_local_runs(sweep_dir: str | Path, metric: str = DEFAULT_METRIC,
     return runs
 
 
-def load_wandb_runs(sweep_path: str, metric: str | None = None) -> tuple[str, str, list[Run]]:
-    """(title, metric, runs) of a sweep on the W&B server ("entity/project/sweep_id"); needs a key.
+def load_wandb_runs(sweep_path: str, metric: str | None = None) -> tuple[str, str, list[Run], str]:
+    """(title, metric, runs, sweep id) of a sweep on the W&B server ("entity/project/sweep_id"); needs a key.
     The metric defaults to the sweep's own.
 
     Under `wandb agent` each run's config holds the sweep parameters under their dotted names, and
@@ -124,15 +139,15 @@ def load_wandb_runs(sweep_path: str, metric: str | None = None) -> tuple[str, st
     runs = []
     for run in sweep.runs:
         curve, baseline = {}, None
-        for row in run.scan_history(keys=["trainer/global_step", metric]):
-            curve[int(row["trainer/global_step"]) + 1] = float(row[metric])  # + 1 as in read_curve
+        for row in run.scan_history(keys=[STEP_KEY, metric]):
+            curve[int(row[STEP_KEY]) + 1] = float(row[metric])  # + 1 as in read_curve
         for row in run.scan_history(keys=[baseline_key(metric)], page_size=1):
             baseline = float(row[baseline_key(metric)])
             break
         status = {"finished": "ok", "failed": "failed", "crashed": "failed"}.get(run.state, run.state)
         runs.append(Run(run.name or run.id, {k: run.config.get(k) for k in names}, sorted(curve.items()),
                         baseline, status))
-    return str(sweep.name or sweep.id), metric, runs
+    return str(sweep.name or sweep.id), metric, runs, sweep.id
 
 
 # ------------------------------------------------------------------------------------ labels
@@ -206,9 +221,13 @@ def _fmt(x: float | None) -> str:
 
 
 def markdown_table(title: str, runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
+    """The sweep's heading, protocol line and results table."""
+    return "\n".join([f"### {title}", "", protocol(runs, metric), "", results_table(runs, metric)])
+
+
+def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
     baseline = baseline_name(runs)
-    lines = [f"### {title}", "", protocol(runs, metric), "",
-             f"| setting | final (dB) | best (dB) | best at step | {baseline} (dB) | gain of final (dB) | steps "
+    lines = [f"| setting | final (dB) | best (dB) | best at step | {baseline} (dB) | gain of final (dB) | steps "
              "| status |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for label, run in zip(setting_labels(runs), runs):
@@ -269,24 +288,67 @@ def write_report(title: str, runs: Sequence[Run], out_dir: str | Path,
     return md, png
 
 
-def push_wandb_report(sections: list[tuple[str, str, list[Run]]], project: str, entity: str | None,
-                      metric: str = DEFAULT_METRIC) -> str:
-    """Save a W&B report: per ablation its table and a line plot of `metric` for its runs. Untested here
-    (no W&B server in the test environment). Returns the report URL."""
+def wandb_report(sections: Sequence[Section], project: str, entity: str):
+    """The W&B report (a wandb_workspaces.reports.v2.Report) of `sections`, built offline (nothing is sent): per sweep its heading, protocol line and
+    table, and a panel grid on the sweep's runs with the validation curves against the training step and the
+    parameters that vary in a parallel-coordinates plot."""
+    wr = _report_api()
+    blocks = [wr.H1("restorelab ablations"),
+              wr.P("Generated by `restorelab report` from the sweeps' runs; the tables are those of its .md files.")]
+    for section in sections:
+        blocks += [wr.H2(section.title), wr.P(protocol(section.runs, section.metric)),
+                   wr.MarkdownBlock(text=results_table(section.runs, section.metric)),
+                   wr.PanelGrid(runsets=[wr.Runset(entity=entity, project=project, name=section.title,
+                                                   filters=section.wandb_filter())],
+                                panels=_panels(wr, section))]
+    return wr.Report(project=project, entity=entity, title="restorelab ablations", blocks=blocks)
+
+
+def _panels(wr, section: Section) -> list:
+    curves = wr.LinePlot(title=section.title, x=STEP_KEY, y=[section.metric, baseline_key(section.metric)])
+    varying = [k for k in sorted({k for r in section.runs for k in r.params})
+               if len({json.dumps(r.params.get(k), sort_keys=True) for r in section.runs}) > 1]
+    if not varying:
+        return [curves]
+    columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(k)) for k in varying]
+    columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(section.metric)))
+    return [curves, wr.ParallelCoordinatesPlot(title=f"{section.title}: settings", columns=columns)]
+
+
+def _report_api():
     try:
         import wandb_workspaces.reports.v2 as wr
     except ImportError:
         raise AnticipatedError("--wandb-report needs the W&B report API, which is not installed: "
                                "pip install wandb-workspaces") from None
-    blocks = [wr.H1("restorelab ablations"), wr.P("Generated by `restorelab report`.")]
-    for title, table, runs in sections:
-        names = "|".join(r.name for r in runs)
-        blocks += [wr.H2(title), wr.MarkdownBlock(text=table),
-                   wr.PanelGrid(runsets=[wr.Runset(entity=entity, project=project, name=title, query=names)],
-                                panels=[wr.LinePlot(x="trainer/global_step", y=[metric], title=title)])]
-    report = wr.Report(entity=entity, project=project, title="restorelab ablations", blocks=blocks)
+    return wr
+
+
+def push_wandb_report(sections: Sequence[Section], project: str, entity: str | None) -> str:
+    """Save the report on W&B (needs a key); returns its URL."""
+    _report_api()
+    if not wandb_key_available():
+        raise AnticipatedError("--wandb-report needs a W&B key: set WANDB_API_KEY or run `wandb login` "
+                               "(the tables and figures are written without one)")
+    import wandb
+
+    report = wandb_report(sections, project, entity or wandb.Api().default_entity)
     report.save()
     return report.url
+
+
+def local_runs_filter(sweep_dir: Path, runs: Sequence[Run]) -> list:
+    """The W&B runs of local trials (synced with `wandb sync`): restorelab fit names each W&B run
+    `<experiment>-<run id>`, the sweep dir's name and the trial id (restorelab.lightning_cli)."""
+    from wandb_workspaces import expr
+
+    return [expr.Metric("ID").isin([f"{sweep_dir.name}-{r.name}" for r in runs])]
+
+
+def sweep_runs_filter(sweep_id: str) -> list:
+    from wandb_workspaces import expr
+
+    return [expr.Metric("Sweep") == sweep_id]
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -307,18 +369,19 @@ def resolve_sweep(spec: str, runs_dir: str | Path) -> tuple[str, Path, str]:
     raise SweepConfigError(f"{spec}: neither a sweep YAML nor a sweep run directory")
 
 
-def publish(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str,
-            stream=None) -> tuple[str, str, list[Run]]:
-    """Write a sweep's .md/.png into `out_dir` and print its table; returns (title, table, runs)."""
+def publish(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str, wandb_filter: Callable[[], list],
+            stream=None) -> Section:
+    """Write a sweep's .md/.png into `out_dir` and print its table. `wandb_filter` is only called (it imports
+    wandb_workspaces) when the section goes into a W&B report."""
     md, png = write_report(title, runs, out_dir, metric)
     table = markdown_table(title, runs, metric)
     print(table + f"\n(table: {md}, figure: {png})\n", file=stream or sys.stdout)
-    return title, table, list(runs)
+    return Section(title, list(runs), metric, wandb_filter)
 
 
 def report(specs: Sequence[str], runs_dir: str | Path = "runs", out_dir: str | Path | None = None,
            metric: str | None = None, trial_ids: Sequence[str] | None = None,
-           stream=None) -> list[tuple[str, str, list[Run]]]:
+           stream=None) -> list[Section]:
     """Print the table of every sweep and write its .md/.png (into `out_dir`, or the sweep's own dir);
     `trial_ids` restricts the runs (e.g. to those one `restorelab sweep` call ran)."""
     sections = []
@@ -328,8 +391,18 @@ def report(specs: Sequence[str], runs_dir: str | Path = "runs", out_dir: str | P
         if not runs:
             print(f"{title}: no runs under {directory}", file=sys.stderr)
             continue
-        sections.append(publish(title, runs, out_dir or directory, metric or sweep_metric, stream))
+        sections.append(publish(title, runs, out_dir or directory, metric or sweep_metric,
+                                lambda directory=directory, runs=runs: local_runs_filter(directory, runs), stream))
     return sections
+
+
+def print_report(sweep_path: str | Path, out_dir: str | Path, trial_ids: Sequence[str] | None = None) -> None:
+    """The table of these trials at the end of a sweep (local or Slurm); a report error never hides the
+    trials' own outcome."""
+    try:
+        report([str(sweep_path)], runs_dir=out_dir, trial_ids=trial_ids)
+    except Exception as err:  # noqa: BLE001 - the trials are done; say why there is no table
+        print(f"[sweep] no report: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,11 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a bad sweep file raises SweepConfigError (an AnticipatedError): `restorelab` prints its one line, exits 2
     sections = report(args.sweeps, args.runs, args.out, args.metric)
     for path in args.wandb_sweep:
-        title, metric, runs = load_wandb_runs(path, args.metric)
-        sections.append(publish(title, runs, args.out or "reports", metric))
-    if args.wandb_report:
-        url = push_wandb_report(sections, args.project, args.entity, args.metric or DEFAULT_METRIC)
-        print(f"W&B report: {url}")
+        title, metric, runs, sweep_id = load_wandb_runs(path, args.metric)
+        sections.append(publish(title, runs, args.out or "reports", metric, lambda i=sweep_id: sweep_runs_filter(i)))
+    if args.wandb_report and sections:
+        print(f"W&B report: {push_wandb_report(sections, args.project, args.entity)}")
     return 0 if sections else 1
 
 

@@ -23,21 +23,22 @@ import time as _time
 from pathlib import Path
 from typing import Sequence
 
-from restorelab.sweep import (HPC_CKPT_GLOB, LAST_CKPT, Trial, check_trials, load_sweep, plan_trials, print_report,
-                              save_sweep)
+from restorelab import report
+from restorelab.sweep_plan import (HPC_CKPT_GLOB, LAST_CKPT, SweepConfigError, Trial, check_trials, engine_run,
+                                   load_sweep, plan_trials, save_sweep, sweep_dir, trial_cap)
 
 ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
 
 # Per array task: pick its trial, resume from the newer of Lightning's SIGUSR1 checkpoint and
-# checkpoints/last.ckpt (restorelab.sweep.resume_checkpoint is the same rule), log into the run dir.
+# checkpoints/last.ckpt (restorelab.sweep.resume_checkpoint, the local runner's, is the same rule), log into the run dir.
 TASK_BODY = r"""
 # array task i runs line i+1 of $TRIALS: `run_dir argv...`, shell-quoted
 set -uo pipefail
 eval "set -- $(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$TRIALS")"
 export RESTORELAB_RUN_DIR=$1 RESTORELAB_RUN_ID=$(basename "$1") RESTORELAB_EXPERIMENT=$(basename "$(dirname "$1")")
 shift
-# W&B offline unless a key is set or `wandb login` stored one (restorelab.sweep.wandb_key_available)
+# W&B offline unless a key is set or `wandb login` stored one (restorelab.runs.wandb_key_available)
 [[ -n ${WANDB_API_KEY:-} ]] || grep -qs "machine api.wandb.ai" ~/.netrc || export WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$RESTORELAB_RUN_DIR"
 exec >>"$RESTORELAB_RUN_DIR/slurm.out" 2>&1
@@ -162,6 +163,36 @@ def wait(job_id: str, timeout: float = 24 * 3600, poll: float = 1.0) -> dict[str
     return job_states(job_id) or _accounting_states(job_id)
 
 
+def plan_array(sweep: dict, where: str | Path, out_dir: str | Path, max_trials: int | None, seed: int,
+               extra_args: Sequence[str]) -> list[Trial]:
+    """The trials of one array job. Its tasks run side by side with no controller watching them, so W&B's
+    engine plans the whole batch at once: bayes proposes the trials still missing from the sweep's total
+    (run_cap / --max-trials) from the outcomes of those already under the sweep dir (an earlier job's), and
+    early_terminate cannot stop a task (said once; the trials run to their end)."""
+    if "early_terminate" in sweep:
+        print(f"{where}: early_terminate is not applied to Slurm array tasks; every trial runs to its end",
+              file=sys.stderr)
+    if sweep["method"] != "bayes":
+        return plan_trials(sweep, out_dir, max_trials=max_trials, seed=seed, extra_args=extra_args)
+    cap = trial_cap(sweep, max_trials)
+    if cap is None:
+        raise SweepConfigError(f"{where}: bayes search is endless; set run_cap in the YAML or pass --max-trials")
+    prior = earlier_trials(sweep, out_dir)
+    trials = plan_trials(sweep, out_dir, max_trials=cap - len(prior), seed=seed, extra_args=extra_args,
+                         prior=prior) if cap > len(prior) else []
+    if not trials:
+        raise SweepConfigError(f"{where}: the {cap} trials of this bayes sweep are under "
+                               f"{sweep_dir(sweep, out_dir)} already; raise run_cap or --max-trials for more")
+    return trials
+
+
+def earlier_trials(sweep: dict, out_dir: str | Path) -> list:
+    """The trials under the sweep dir as W&B's engine sees runs (params, state, metric history)."""
+    metric = (sweep.get("metric") or {}).get("name") or report.DEFAULT_METRIC
+    return [engine_run(run.name, run.params, metric, [v for _, v in run.curve], run.status)
+            for run in report.load_local_runs(sweep_dir(sweep, out_dir), metric)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`restorelab slurm SWEEP [options] [-- extra trial args]`: write the array job (and its trials
     file) into the sweep's run dir and print its path; `--submit` sbatches it, `--wait` also waits for
@@ -191,12 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sweep = load_sweep(args.sweep)
-    trials = plan_trials(sweep, args.out, max_trials=args.max_trials, seed=args.seed, extra_args=extra)
+    trials = plan_array(sweep, args.sweep, args.out, args.max_trials, args.seed, extra)
     check_trials(sweep, trials, args.sweep)  # the job runs here (--chdir): configs/ resolve the same way
-    sweep_dir = trials[0].run_dir.parent
-    save_sweep(sweep, sweep_dir)
-    name = args.job_name or sweep_dir.name
-    script = write_sbatch(trials, sweep_dir / f"{name}.sbatch", job_name=name, partition=args.partition,
+    root = trials[0].run_dir.parent
+    save_sweep(sweep, root)
+    name = args.job_name or root.name
+    script = write_sbatch(trials, root / f"{name}.sbatch", job_name=name, partition=args.partition,
                           account=args.account, time=args.time, nodes=args.nodes, devices=args.devices,
                           gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, mem=args.mem,
                           max_parallel=args.max_parallel)
@@ -209,5 +240,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     states = wait(job)
     print(json.dumps(states, indent=1))
-    print_report(args.sweep, args.out, [t.trial_id for t in trials])
+    report.print_report(args.sweep, args.out, [t.trial_id for t in trials])
     return int(any(s != "COMPLETED" for s in states.values()))

@@ -1,5 +1,6 @@
 """restorelab.report on hand-made run directories: curves read from Lightning's CSV, paper-style table
-(final, best, baseline, gain), labels naming only what changed, the figure, and the command line.
+(final, best, baseline, gain), labels naming only what changed, the figure, the command line, and the W&B
+report's content (built offline with wandb-workspaces; nothing is sent).
 (tests/test_sweeps_real.py reports on run dirs written by real training.)"""
 
 import csv
@@ -12,7 +13,7 @@ import yaml
 
 from datamodules.errors import AnticipatedError
 from restorelab import report
-from restorelab.sweep import SweepConfigError
+from restorelab.sweep_plan import SweepConfigError
 
 FILTERS = "model.init_args.net.init_args.filters"
 HEADER = ["epoch", "step", "train/loss", "val/baseline_psnr_y", "val/psnr_y", "test/psnr_y"]
@@ -169,3 +170,47 @@ def test_protocol_line_states_only_what_all_runs_share():
     assert "validated on benchmark:Set5" in same and "trained on benchmark:T91" in same
     differ = report.protocol([run(["benchmark:T91"]), run(["benchmark:T91", "skimage:train"])], "val/psnr_y")
     assert "validated on benchmark:Set5" in differ and "trained on" not in differ
+
+
+def test_wandb_report_holds_per_sweep_its_protocol_table_and_panels_on_its_runs(filters_sweep, tmp_path):
+    wr = pytest.importorskip("wandb_workspaces.reports.v2")
+    from wandb_workspaces import expr
+
+    sections = report.report([str(filters_sweep)], out_dir=tmp_path)
+    built = report.wandb_report(sections, project="restorelab", entity="lab")  # offline: no key, no network
+    assert isinstance(built, wr.Report) and (built.project, built.entity) == ("restorelab", "lab")
+    assert [type(b).__name__ for b in built.blocks] == ["H1", "P", "H2", "P", "MarkdownBlock", "PanelGrid"]
+    _, _, title, protocol, table, grid = built.blocks
+    assert title.text == "srcnn_filters" and "validated on benchmark:Set5" in protocol.text
+    assert table.text.splitlines()[2].startswith("| filters=32/16 | 28.50 |")  # the .md's rows, in sweep order
+    (runset,) = grid.runsets
+    assert (runset.project, runset.entity, runset.name) == ("restorelab", "lab", "srcnn_filters")
+    # the trials' W&B runs, by the ids `restorelab fit` gives them: <sweep dir name>-<trial id>
+    selected = expr.expr_to_filters(runset.filters)
+    assert (selected.op, selected.key.name) == ("IN", "name")
+    assert selected.value == ["srcnn_filters-aaa", "srcnn_filters-bbb", "srcnn_filters-ccc"]
+    curves, settings = grid.panels
+    assert isinstance(curves, wr.LinePlot) and curves.x == "trainer/global_step"
+    assert curves.y == ["val/psnr_y", "val/baseline_psnr_y"]
+    assert isinstance(settings, wr.ParallelCoordinatesPlot)
+    # only the parameter that varies, then the metric
+    assert [c.metric for c in settings.columns] == [wr.Config(FILTERS), wr.SummaryMetric("val/psnr_y")]
+
+
+def test_wandb_report_of_a_wandb_sweep_selects_its_runs_by_sweep_id():
+    pytest.importorskip("wandb_workspaces")
+    from wandb_workspaces import expr
+
+    section = report.Section("s", [report.Run("r", {"a": 1})], "val/psnr_y", lambda: report.sweep_runs_filter("q8x2"))
+    (runset,) = report.wandb_report([section], project="p", entity="lab").blocks[-1].runsets
+    selected = expr.expr_to_filters(runset.filters)
+    assert (selected.op, selected.key.name, selected.value) == ("=", "sweep", "q8x2")
+
+
+def test_wandb_report_without_a_key_is_one_line_and_the_tables_are_still_written(filters_sweep, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(report, "wandb_key_available", lambda: False)
+    with pytest.raises(AnticipatedError, match="--wandb-report needs a W&B key") as err:
+        report.main([str(filters_sweep), "--out", str(tmp_path), "--wandb-report"])
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "srcnn_filters.md").is_file()

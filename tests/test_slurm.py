@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from restorelab import slurm, sweep as sw
+from restorelab import slurm, sweep as sw, sweep_plan
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 
 ACTIVE = slurm.ACTIVE_STATES | {None}  # None: not listed yet
 from tests.test_sweep import progress, write_fake_trainer, write_yaml
 
 
-def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,), hold: int = 0) -> list[sw.Trial]:
+def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,), hold: int = 0) -> list[sweep_plan.Trial]:
     trainer = write_fake_trainer(tmp_path)
     path = write_yaml(tmp_path / "ablation.yaml", f"""\
         program: {trainer}
@@ -32,7 +32,7 @@ def plan(tmp_path: Path, steps: int, sleep: float, fails=(False,), hold: int = 0
           sleep: {{value: {sleep}}}
           fail: {{values: {json.dumps(list(fails))}}}
         """ + (f"  hold: {{value: {hold}}}\n" if hold else ""))
-    return sw.plan_trials(path, tmp_path / "runs")
+    return sweep_plan.plan_trials(path, tmp_path / "runs")
 
 
 def test_write_sbatch_writes_an_array_job_with_one_trial_per_task(tmp_path):
@@ -65,6 +65,34 @@ def test_cli_writes_the_job_for_a_sweep_file(tmp_path, capsys):
     assert "#SBATCH --ntasks-per-node=2" in script.read_text() and "#SBATCH --time=04:00:00" in script.read_text()
     (line,) = Path(f"{script}.trials").read_text().splitlines()
     assert shlex.split(line)[-1] == "--trainer.max_epochs=1"
+
+
+def test_bayes_array_proposes_the_trials_missing_from_those_under_the_sweep_dir(tmp_path, capsys):
+    """No controller watches array tasks: W&B's engine plans each job's batch from the trials already there."""
+    path = write_yaml(tmp_path / "bayes.yaml", """\
+        program: train.py
+        method: bayes
+        metric: {name: val/psnr, goal: maximize}
+        run_cap: 3
+        early_terminate: {type: hyperband, min_iter: 1}
+        parameters:
+          x: {min: 0.0, max: 1.0}
+        """)
+    sweep, out = sweep_plan.load_sweep(path), tmp_path / "runs"
+    first = slurm.plan_array(sweep, path, out, None, 0, [])
+    assert len(first) == 3 and "early_terminate is not applied to Slurm array tasks" in capsys.readouterr().err
+    done = first[0]  # as a finished task leaves its run dir
+    done.prepare()
+    (done.run_dir / "csv").mkdir()
+    (done.run_dir / "csv" / "metrics.csv").write_text("epoch,step,val/psnr\n0,9,25.0\n1,19,27.0\n")
+    (done.run_dir / "test_results.csv").write_text("")
+    (prior,) = slurm.earlier_trials(sweep, out)
+    assert (prior.state, prior.history, prior.config) == ("finished", [{"val/psnr": 25.0}, {"val/psnr": 27.0}],
+                                                          {"x": {"value": done.params["x"]}})
+    second = slurm.plan_array(sweep, path, out, None, 0, [])
+    assert [t.params for t in second] == sweep_plan.expand(sweep, max_trials=2, prior=[prior])
+    with pytest.raises(sweep_plan.SweepConfigError, match="the 1 trials of this bayes sweep are under"):
+        slurm.plan_array(sweep, path, out, 1, 0, [])
 
 
 def test_task_script_runs_its_trial_and_resumes_from_the_newest_checkpoint(tmp_path):
@@ -184,7 +212,7 @@ def test_restorelab_slurm_runs_real_trials_as_an_array_and_reports(slurm_cluster
     rc = slurm.main([str(CPU_SWEEP), "--out", str(tmp_path), "--max-trials", "2", "--submit", "--wait", "--", *tiny])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    trials = sw.plan_trials(CPU_SWEEP, tmp_path, max_trials=2, extra_args=tiny)
+    trials = sweep_plan.plan_trials(CPU_SWEEP, tmp_path, max_trials=2, extra_args=tiny)
     for trial in trials:
         run = trial.run_dir
         out = (run / "slurm.out").read_text()
@@ -218,7 +246,7 @@ def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_p
               f"--checkpoint_every_n_steps={hold}", "--test_after_fit=false",
               "--trainer.callbacks+=tests.slurm_cluster.HoldFirstAttempt", f"--trainer.callbacks.init_args.step={hold}",
               *QUIET]
-    (trial,) = sw.plan_trials(CPU_SWEEP, tmp_path, max_trials=1, extra_args=budget)
+    (trial,) = sweep_plan.plan_trials(CPU_SWEEP, tmp_path, max_trials=1, extra_args=budget)
     job = slurm.submit(slurm.write_sbatch([trial], tmp_path / "job.sbatch", job_name="real-requeue", workdir=REPO))
     task = f"{job}_0"
     last = trial.run_dir / "checkpoints" / "last.ckpt"

@@ -1,14 +1,15 @@
-"""restorelab.sweep: W&B sweep YAML validation, local grid/random expansion, W&B's command macros,
-and the local trial-by-trial runner (with a fake trainer, so these stay fast)."""
+"""restorelab.sweep_plan and restorelab.sweep: the sweep YAML validated and expanded by W&B's own engine
+(the `sweeps` package), trial commands built by W&B's own builder, and the local trial-by-trial runner with
+bayes feedback and hyperband early termination (with fake trainers, so these stay fast)."""
 
+import ast
 import json
-import math
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from restorelab import sweep as sw
+from restorelab import sweep as sw, sweep_plan as plan
 
 # A stand-in for `restorelab fit`: counts `--steps` steps, checkpointing the counter after each
 # (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`,
@@ -94,54 +95,65 @@ command:
 
 
 def test_load_sweep_accepts_a_valid_file_and_names_it_after_the_file(tmp_path):
-    sweep = sw.load_sweep(write_yaml(tmp_path / "lr_ablation.yaml", GOOD))
+    sweep = plan.load_sweep(write_yaml(tmp_path / "lr_ablation.yaml", GOOD))
     assert sweep["name"] == "lr_ablation"
     assert sweep["parameters"] == {"lr": {"values": [0.1, 0.01]}}
 
 
-@pytest.mark.parametrize("replace, expected", [
-    (("method: grid", "method: hyperband"), "method: must be one of"),
-    (("method: grid\n", ""), "method: must be one of"),
-    (("parameters:\n  lr: {values: [0.1, 0.01]}\n", "parameters: {}\n"), "parameters: required"),
-    (("{values: [0.1, 0.01]}", "0.1"), "parameters.lr: must be a mapping"),
-    (("{values: [0.1, 0.01]}", "{min: 0.5, max: 0.1}"), "parameters.lr: min 0.5 must be < max 0.1"),
+@pytest.mark.parametrize("replace, expected", [  # the messages are W&B's engine's, prefixed with file and key
+    (("method: grid", "method: hyperband"), "method: 'hyperband' is not one of"),
+    (("method: grid\n", ""), "'method' is a required property"),
+    (("parameters:\n  lr: {values: [0.1, 0.01]}\n", "parameters: {}\n"), "parameters: {} should be non-empty"),
+    (("{values: [0.1, 0.01]}", "0.1"), "parameters.lr: 0.1 is not valid under any of the given schemas"),
+    (("{values: [0.1, 0.01]}", "{min: 0.5, max: 0.1}"), "lr: min 0.5 is not less than max 0.1"),
     (("{values: [0.1, 0.01]}", "{distribution: uniform, min: 1e-4, max: 1.0e-1}"),
-     "parameters.lr.min: must be a number, got '1e-4' (YAML reads 1e-4 as a string"),
-    (("{values: [0.1, 0.01]}", "{distribution: beta, a: 1, b: 2}"), "parameters.lr: distribution 'beta' is not"),
-    (("{values: [0.1, 0.01]}", "{min: 0.0, max: 1.0}"), "parameters.lr: method grid accepts only"),
-    (("{values: [0.1, 0.01]}", "{valuez: [1]}"), "parameters.lr: give `value`, `values`"),
-    (("{values: [0.1, 0.01]}", "{parameters: {a: {value: 1}}}"), "parameters.lr: nested parameters"),
+     "parameters.lr: {'distribution': 'uniform', 'min': '1e-4', 'max': 0.1} is not valid under any of the given "
+     "schemas ('1e-4': YAML reads 1e-4 as a string; write 1.0e-04)"),
+    (("{values: [0.1, 0.01]}", "{distribution: betax, a: 1, b: 2}"), "parameters.lr: {'distribution': 'betax'"),
+    (("{values: [0.1, 0.01]}", "{min: 0.0, max: 1.0}"), "Parameter lr is a disallowed type with grid search"),
+    (("{values: [0.1, 0.01]}", "{valuez: [1]}"), "parameters.lr: {'valuez': [1]} is not valid"),
+    (("{values: [0.1, 0.01]}", "{distribution: log_uniform, min: 0, max: 1}"), "lr uses log_uniform"),
+    (("lr: {values: [0.1, 0.01]}", "lr: {values: [0.1, 0.01]}\n  opt: {parameters: {a: {value: 1}}}"),
+     "parameters.opt: nested parameters are dropped by W&B's local engine"),
     (("- ${args}", "- ${arg}"), "command: unknown macro ${arg}"),
     (("program: train.py\n", ""), "program: required"),
-    (("program: train.py\n", "program: train.py\nparamters: {}\n"), "unknown key(s) ['paramters']"),
+    (("program: train.py\n", "program: train.py\nparamters: {}\n"), "('paramters' was unexpected)"),
     (("method: grid", "method: bayes"), None),  # valid: bayes with a metric
-    (("method: grid\nmetric: {name: val/psnr, goal: maximize}", "method: bayes"), "metric: required for method bayes"),
-    (("goal: maximize", "goal: up"), "metric.goal: must be minimize or maximize"),
-    (("lr: {values", "lr: {probabilities: [0.5, 0.5], values"), "probabilities: not allowed with method grid"),
+    (("method: grid\nmetric: {name: val/psnr, goal: maximize}", "method: bayes"),
+     'Bayesian search requires "metric" section'),
+    (("goal: maximize", "goal: up"), "metric.goal: 'up' is not one of ['minimize', 'maximize']"),
+    (("lr: {values", "lr: {probabilities: [0.5, 0.5], values"), "Parameter lr is a disallowed type with grid"),
+    (("lr: {values", "lr: {probabilities: [0.5, 0.6], values"), "Parameter lr: Probabilities [0.5, 0.6] do not sum"),
+    (("method: grid", "method: random\nrun_cap: 0"), "run_cap: must be a positive integer, got 0"),
+    (("method: grid", "method: random\nrun_cap: 3"), None),  # W&B's server key, unknown to the engine's schema
+    (("method: grid", "method: grid\nearly_terminate: {type: hyperband, min_iter: 0}"),
+     "early_terminate.min_iter: 0 is less than the minimum of 1"),
+    (("method: grid", "method: grid\nearly_terminate: {type: hyperband, max_iter: 2, s: 2}"),
+     "Bands must be an array of length at least 1"),
     (("command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - ${args}", "command: ${args}"),
-     "command: must be a non-empty list"),
+     "command: '${args}' is not of type 'array'"),
 ])
 def test_load_sweep_rejects_bad_files_naming_file_and_key(tmp_path, replace, expected):
     text = GOOD.replace(*replace)
     assert text != GOOD
     path = write_yaml(tmp_path / "bad.yaml", text)
     if expected is None:
-        sw.load_sweep(path)
+        plan.load_sweep(path)
         return
-    with pytest.raises(sw.SweepConfigError) as err:
-        sw.load_sweep(path)
+    with pytest.raises(plan.SweepConfigError) as err:
+        plan.load_sweep(path)
     message = str(err.value)
     assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
 
 
 def test_load_sweep_reports_unparseable_yaml_in_one_line(tmp_path):
     path = write_yaml(tmp_path / "broken.yaml", "method: [grid\nparameters: {")
-    with pytest.raises(sw.SweepConfigError, match=r"broken.yaml: not valid YAML: line \d+, column \d+: ") as err:
-        sw.load_sweep(path)
+    with pytest.raises(plan.SweepConfigError, match=r"broken.yaml: not valid YAML: line \d+, column \d+: ") as err:
+        plan.load_sweep(path)
     assert "\n" not in str(err.value)
 
 
-# ------------------------------------------------------------------------------------ expansion
+# ------------------------------------------------------------------------------------ expansion (W&B's engine)
 
 
 def grid(parameters: dict, **top) -> dict:
@@ -151,7 +163,7 @@ def grid(parameters: dict, **top) -> dict:
 def test_grid_is_the_exact_cartesian_product_in_wandb_order():
     # W&B's grid sorts the parameter names and iterates itertools.product over them (last fastest);
     # int_uniform is min..max inclusive, q_uniform is arange(min, max, q) (max excluded), value is fixed
-    trials = sw.expand(grid({
+    trials = plan.expand(grid({
         "b": {"values": ["x", "y"]},
         "a": {"values": [1, 2]},
         "c": {"value": 7},
@@ -164,10 +176,52 @@ def test_grid_is_the_exact_cartesian_product_in_wandb_order():
         {"a": 2, "b": "y", "c": 7, "d": 1}, {"a": 2, "b": "y", "c": 7, "d": 2},
     ]
     assert [list(t) for t in trials] == [["a", "b", "c", "d"]] * 8
-    q = sw.expand(grid({"w": {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}}))
+    q = plan.expand(grid({"w": {"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}}))
     assert q == [{"w": 0.0}, {"w": 0.25}, {"w": 0.5}, {"w": 0.75}]
-    assert sw.expand(grid({"a": {"values": [1, 2, 3]}}), max_trials=2) == [{"a": 1}, {"a": 2}]
-    assert sw.expand(grid({"a": {"values": [1, 2, 3]}}, run_cap=1)) == [{"a": 1}]
+    assert plan.expand(grid({"a": {"values": [1, 2, 3]}}), max_trials=2) == [{"a": 1}, {"a": 2}]
+    assert plan.expand(grid({"a": {"values": [1, 2, 3]}}, run_cap=1)) == [{"a": 1}]
+    many = plan.expand(grid({"a": {"distribution": "int_uniform", "min": 1, "max": 100}}))
+    assert [t["a"] for t in many] == list(range(1, 101))  # asked for in batches, the whole grid once
+
+
+CPU_FIXED = {"data.init_args.batch_size": 16, "data.init_args.patches_per_epoch": 400,
+             "data.init_args.val": ["skimage:chelsea.png"], "model.init_args.milestones": [12],
+             "model.init_args.net.init_args.kernel_sizes": [9, 1, 5], "model.init_args.scheduler": "multistep",
+             "trainer.max_epochs": 16}
+DEPTH = "model.init_args.net.init_args"
+# What the hand-written expansion this engine replaced gave for every shipped sweep (trials in order, and their
+# ids: the run dirs of trials run before the change are found again)
+PREVIOUS_GRIDS = {
+    "srcnn_channels": ([{"config": "{data: {init_args: {channels: y}}, model: {init_args: {net: {init_args: "
+                                   "{channels: 1}}}}}"},
+                        {"config": "{data: {init_args: {channels: rgb}}, model: {init_args: {net: {init_args: "
+                                   "{channels: 3}}}}}"}], ["47eb6166", "f902aa9d"]),
+    "srcnn_depth": ([{DEPTH: {"kernel_sizes": k, "filters": f}} for k, f in (
+        ([9, 1, 5], [64, 32]), ([9, 1, 1, 5], [64, 32, 16]), ([9, 1, 1, 1, 5], [64, 32, 32, 16]),
+        ([9, 3, 5], [64, 32]), ([9, 3, 3, 5], [64, 32, 16]))],
+        ["f338fd9c", "3088b379", "5707442a", "5ad93147", "d9d80c9d"]),
+    "srcnn_filter_sizes": ([{f"{DEPTH}.kernel_sizes": k} for k in ([9, 1, 5], [9, 3, 5], [9, 5, 5])],
+                           ["fa370c9a", "5bf6b013", "f59e2154"]),
+    "srcnn_filters": ([{f"{DEPTH}.filters": f, f"{DEPTH}.kernel_sizes": [9, 1, 5]}
+                       for f in ([32, 16], [64, 32], [128, 64])], ["b5751094", "5cbd522c", "87faed4c"]),
+    "srcnn_filters_cpu": ([{**CPU_FIXED, f"{DEPTH}.filters": f} for f in ([32, 16], [64, 32], [128, 64])],
+                          ["69d0972c", "aa4aea2f", "dd88a0b9"]),
+    "srcnn_train_set": ([{"data.init_args.train": t} for t in (["benchmark:T91"], ["benchmark:T91", "skimage:train"])],
+                        ["fd4a5ffa", "503c37b8"]),
+}
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_engine_expansion_of_every_shipped_sweep_gives_the_previous_trials(path):
+    params, ids = PREVIOUS_GRIDS[path.stem]
+    trials = plan.expand(plan.load_sweep(path))
+    assert trials == params and [list(t) for t in trials] == [sorted(t) for t in params]  # same order, keys sorted
+    assert [plan.trial_id(t) for t in trials] == ids
+
+
+def test_every_shipped_sweep_has_its_previous_expansion():
+    assert sorted(PREVIOUS_GRIDS) == [p.stem for p in SHIPPED]
 
 
 RANDOM = {
@@ -179,49 +233,86 @@ RANDOM = {
         "wd": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 2},
         "act": {"values": ["relu", "prelu"]},
         "depth": {"value": 20},
-        "temp": {"distribution": "log_uniform", "min": 0.0, "max": 1.0},
+        "mom": {"distribution": "normal", "mu": 0.9, "sigma": 0.01},
     },
 }
 
 
+def check_within(t: dict) -> None:
+    assert 1e-4 <= t["lr"] <= 1e-1 and type(t["lr"]) is float  # plain Python values, as the agent gets them
+    assert type(t["width"]) is int and 16 <= t["width"] <= 64
+    assert 0.0 <= t["dropout"] <= 0.5
+    assert type(t["wd"]) is int and t["wd"] % 2 == 0 and 0 <= t["wd"] <= 10
+    assert t["act"] in ("relu", "prelu") and t["depth"] == 20
+    assert 0.8 < t["mom"] < 1.0
+
+
 def test_random_expansion_is_seeded_within_bounds_and_log_uniform_in_log_space():
-    trials = sw.expand(RANDOM, seed=0)
-    assert trials == sw.expand(RANDOM, seed=0)
-    assert trials != sw.expand(RANDOM, seed=1)
-    assert len(trials) == 300 and len(sw.expand(RANDOM, max_trials=5)) == 5
+    import random
+
+    import numpy as np
+
+    before = random.random(), np.random.rand()
+    trials = plan.expand(RANDOM, seed=0)
+    assert trials == plan.expand(RANDOM, seed=0)
+    assert trials != plan.expand(RANDOM, seed=1)
+    assert len(trials) == 300 and len(plan.expand(RANDOM, max_trials=5)) == 5
     for t in trials:
-        assert 1e-4 <= t["lr"] <= 1e-1
-        assert isinstance(t["width"], int) and 16 <= t["width"] <= 64
-        assert 0.0 <= t["dropout"] <= 0.5
-        assert isinstance(t["wd"], int) and t["wd"] % 2 == 0 and 0 <= t["wd"] <= 10
-        assert t["act"] in ("relu", "prelu") and t["depth"] == 20
-        assert 1.0 <= t["temp"] <= math.e  # log_uniform: min/max are exponents
+        check_within(t)
     # log-uniform over 3 decades: about a third of the draws in each decade (uniform would put 1% below 1e-3)
     below = sum(t["lr"] < 1e-3 for t in trials) / len(trials)
     assert 0.25 < below < 0.42
     assert {16, 64} <= {t["width"] for t in trials}  # int_uniform includes both ends
+    assert (random.random(), np.random.rand()) != before  # the caller's generators were not reseeded
+    json.dumps(trials)  # params.json takes them
 
 
-def test_random_needs_a_cap_dedupes_and_bayes_runs_as_random():
-    endless = {**RANDOM, "run_cap": None}
-    del endless["run_cap"]
-    with pytest.raises(sw.SweepConfigError, match="endless"):
-        sw.expand(endless)
+def test_random_and_bayes_need_a_cap_and_give_distinct_trials():
+    endless = {k: v for k, v in RANDOM.items() if k != "run_cap"}
+    with pytest.raises(plan.SweepConfigError, match="endless"):
+        plan.expand(endless)
     tiny = {**RANDOM, "parameters": {"act": {"values": ["relu", "prelu"]}}, "run_cap": 10}
-    assert sorted(t["act"] for t in sw.expand(tiny)) == ["prelu", "relu"]  # only 2 distinct trials exist
-    bayes = {**RANDOM, "method": "bayes", "metric": {"name": "val/psnr", "goal": "maximize"}}
-    with pytest.warns(UserWarning, match="random search"):
-        assert sw.expand(bayes, max_trials=7, seed=3) == sw.expand(RANDOM, max_trials=7, seed=3)
+    assert sorted(t["act"] for t in plan.expand(tiny)) == ["prelu", "relu"]  # only 2 distinct trials exist
+
+
+def finished(params: dict, psnr: float):
+    return plan.engine_run(plan.trial_id(params), params, "val/psnr", [psnr - 1, psnr], "ok")
+
+
+def test_bayes_proposes_valid_trials_deterministically():
+    bayes = {**RANDOM, "method": "bayes", "metric": {"name": "val/psnr", "goal": "maximize"}, "run_cap": 3}
+    first = plan.expand(bayes, seed=3)
+    assert len(first) == 3 and first == plan.expand(bayes, seed=3)
+    for t in first:
+        check_within(t)
+    prior = [finished(first[0], 30.0), finished(first[1], 20.0)]
+    (proposal,) = plan.expand(bayes, max_trials=1, seed=3, prior=prior)
+    check_within(proposal)
+    assert proposal not in first[:2] and plan.expand(bayes, max_trials=1, seed=3, prior=prior) == [proposal]
+
+
+def test_bayes_models_the_metric_history_of_the_finished_trials():
+    one_d = {"name": "b", "method": "bayes", "metric": {"name": "val/psnr", "goal": "maximize"}, "run_cap": 9,
+             "parameters": {"x": {"min": 0.0, "max": 1.0}}}
+
+    def proposal(psnr_at: dict) -> float:
+        prior = [finished({"x": x}, psnr) for x, psnr in psnr_at.items()]
+        (trial,) = plan.expand(one_d, max_trials=1, seed=0, prior=prior)
+        return trial["x"]
+
+    # the finished trials' logged values reach the engine: it proposes near the best one
+    assert proposal({0.1: 30.0, 0.5: 25.0, 0.9: 20.0}) < 0.3
+    assert proposal({0.1: 20.0, 0.5: 25.0, 0.9: 30.0}) > 0.7
 
 
 def test_trial_id_is_stable_short_and_depends_on_params_and_extra_args():
-    a = sw.trial_id({"lr": 0.1, "n1": 64})
-    assert a == sw.trial_id({"n1": 64, "lr": 0.1}) and len(a) == 8
-    assert a != sw.trial_id({"lr": 0.1, "n1": 32})
-    assert a != sw.trial_id({"lr": 0.1, "n1": 64}, ["--trainer.max_epochs=1"])
+    a = plan.trial_id({"lr": 0.1, "n1": 64})
+    assert a == plan.trial_id({"n1": 64, "lr": 0.1}) and len(a) == 8
+    assert a != plan.trial_id({"lr": 0.1, "n1": 32})
+    assert a != plan.trial_id({"lr": 0.1, "n1": 64}, ["--trainer.max_epochs=1"])
 
 
-# ------------------------------------------------------------------------------------ macros
+# ------------------------------------------------------------------------------------ commands (W&B's builder)
 
 
 PARAMS = {"flag": True, "lr": 0.001, "model.init_args.n1": 64, "name": "x y", "off": False}
@@ -232,7 +323,7 @@ def test_macros_expand_as_wandb_agent_does(monkeypatch):
         "${env}", "${interpreter}", "${program}", "--config", "c.yaml", "${args}", "|", "${args_no_hyphens}",
         "|", "${args_no_boolean_flags}", "|", "${args_json}", "|", "--x=${program}", "${envvar:RL_TEST}/a"]}
     monkeypatch.setenv("RL_TEST", "/data")
-    argv = sw.render_command(sweep, PARAMS)
+    argv = plan.render_command(sweep, PARAMS)
     assert argv == [
         "/usr/bin/env", "python", "train.py", "--config", "c.yaml",
         "--flag=True", "--lr=0.001", "--model.init_args.n1=64", "--name=x y", "--off=False", "|",
@@ -241,22 +332,51 @@ def test_macros_expand_as_wandb_agent_does(monkeypatch):
         '{"flag": true, "lr": 0.001, "model.init_args.n1": 64, "name": "x y", "off": false}', "|",
         "--x=${program}", "/data/a",  # only whole tokens are macros
     ]
-    local = sw.render_command({"program": "train.py"}, {"lr": 0.1}, interpreter="/venv/bin/python", env=None)
+    assert sweep["command"][-1] == "${envvar:RL_TEST}/a"  # W&B's builder edits its list: ours is a copy
+    local = plan.render_command({"program": "train.py"}, {"lr": 0.1}, interpreter="/venv/bin/python", env=None)
     assert local == ["/venv/bin/python", "train.py", "--lr=0.1"]  # W&B's default command, ${env} dropped
     monkeypatch.delenv("RL_TEST")
-    assert sw.render_command({"command": ["${envvar:RL_TEST}"]}, {}) == ["RL_TEST"]  # W&B: unset -> its name
-    assert sw.render_command({"command": ["run", "${args_json_file}"]}, {}, args_json_file="/r/p.json") == \
+    assert plan.render_command({"command": ["${envvar:RL_TEST}"]}, {}) == ["RL_TEST"]  # W&B: unset -> its name
+    assert plan.render_command({"command": ["run", "${args_json_file}"]}, {}, args_json_file="/r/p.json") == \
         ["run", "/r/p.json"]
-    with pytest.raises(sw.SweepConfigError, match="args_json_file"):
-        sw.render_command({"command": ["run", "${args_json_file}"]}, {})
+    with pytest.raises(plan.SweepConfigError, match="args_json_file"):
+        plan.render_command({"command": ["run", "${args_json_file}"]}, {})
 
 
-def test_macro_argument_lists_match_wandb_own_implementation():
-    utils = pytest.importorskip("wandb.sdk.launch.sweeps.utils")
-    theirs = utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in PARAMS.items()}})
-    ours = sw.command_args(PARAMS)
-    for key in ours:
-        assert ours[key] == theirs[key], key
+def test_shipped_sweep_commands_are_what_the_previous_builder_gave():
+    sweep = plan.load_sweep(SHIPPED[[p.stem for p in SHIPPED].index("srcnn_filters_cpu")])
+    assert plan.render_command(sweep, plan.expand(sweep)[0]) == [
+        "/usr/bin/env", "python", "-m", "restorelab.cli", "fit", "--config", "configs/srcnn.yaml",
+        "--data.init_args.batch_size=16", "--data.init_args.patches_per_epoch=400",
+        "--data.init_args.val=['skimage:chelsea.png']", "--model.init_args.milestones=[12]",
+        "--model.init_args.net.init_args.filters=[32, 16]", "--model.init_args.net.init_args.kernel_sizes=[9, 1, 5]",
+        "--model.init_args.scheduler=multistep", "--trainer.max_epochs=16"]
+    (trial, *_) = plan.plan_trials(sweep, "/runs")
+    assert trial.command[0] == sw.sys.executable and trial.run_dir == Path("/runs/srcnn_filters_cpu/69d0972c")
+
+
+def test_planning_runner_slurm_and_report_import_in_one_direction():
+    """No import cycle among restorelab's modules, and planning imports none of the modules that use it."""
+    package = Path(plan.__file__).parent
+    imports = {}
+    for path in package.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "restorelab":
+                names |= {f"restorelab.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("restorelab."):
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names if a.name.startswith("restorelab.")}
+        imports[f"restorelab.{path.stem}"] = names & {f"restorelab.{p.stem}" for p in package.glob("*.py")}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, {*seen, n})) for n in imports[start])
+
+    assert not [m for m in imports if reaches(m, m)]
+    assert not imports["restorelab.sweep_plan"] & {"restorelab.sweep", "restorelab.slurm", "restorelab.report"}
+    assert imports["restorelab.report"] & {"restorelab.sweep", "restorelab.slurm"} == set()
+    assert "restorelab.sweep" not in imports["restorelab.slurm"]
 
 
 # ------------------------------------------------------------------------------------ local runner
@@ -286,7 +406,7 @@ def test_run_local_records_a_failure_goes_on_and_a_rerun_skips_completed_trials(
     assert "simulated failure" in failed.stderr_tail
     assert ok.params == {"fail": False, "steps": 2} and failed.params == {"fail": True, "steps": 2}
     for r in results:
-        assert Path(r.run_dir) == out / "fail_ablation" / sw.trial_id(r.params)
+        assert Path(r.run_dir) == out / "fail_ablation" / plan.trial_id(r.params)
     done = json.loads((Path(ok.run_dir) / "result.json").read_text())
     assert done["counter"] == 2 and done["argv"][:2] == ["--config", "base.yaml"]
     assert done["argv"][2:] == ["--fail=False", "--steps=2"]
@@ -306,6 +426,95 @@ def test_run_local_records_a_failure_goes_on_and_a_rerun_skips_completed_trials(
     assert progress(Path(failed.run_dir)) == ([0, 2], [1, 2])
     assert again[1].command[-2:] == ["--ckpt_path", str(Path(failed.run_dir) / "checkpoints" / "last.ckpt")]
     assert len((out / "fail_ablation" / "trials.jsonl").read_text().splitlines()) == 3
+
+
+# A stand-in for `restorelab fit` that logs a validation curve as Lightning's CSVLogger does (csv/metrics.csv,
+# written as each value is logged): `--rows` values of `--psnr` (or of 30 - 10 (x - 0.8)^2 for `--x`); then,
+# below `--hold_below` dB, it waits (up to a minute) for the SIGTERM of an early termination, noting it.
+METRIC_TRAINER = '''
+import argparse, csv, os, signal, sys, time
+from pathlib import Path
+p = argparse.ArgumentParser()
+p.add_argument("--psnr", type=float)
+p.add_argument("--x", type=float)
+p.add_argument("--rows", type=int, default=3)
+p.add_argument("--hold_below", type=float, default=0.0)
+args, _ = p.parse_known_args()
+run = Path(os.environ["RESTORELAB_RUN_DIR"])
+
+
+def stopped(signum, frame):
+    (run / "sigterm").write_text("")
+    sys.exit(143)
+
+
+signal.signal(signal.SIGTERM, stopped)
+value = args.psnr if args.x is None else 30 - 10 * (args.x - 0.8) ** 2
+(run / "csv").mkdir(exist_ok=True)
+with open(run / "csv" / "metrics.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["epoch", "step", "val/psnr"])
+    for i in range(args.rows):
+        writer.writerow([i, 10 * i + 9, value])
+        f.flush()
+deadline = time.monotonic() + 60
+while value < args.hold_below and time.monotonic() < deadline:
+    time.sleep(0.02)
+'''
+
+
+def metric_sweep(tmp_path: Path, body: str) -> Path:
+    trainer = tmp_path / "metric_trainer.py"
+    trainer.write_text(METRIC_TRAINER)
+    return write_yaml(tmp_path / "metric_sweep.yaml", f"program: {trainer}\n"
+                      "metric: {name: val/psnr, goal: maximize}\n" + textwrap.dedent(body))
+
+
+def test_hyperband_early_termination_stops_a_running_trial_that_trails_the_finished_ones(tmp_path):
+    path = metric_sweep(tmp_path, """\
+        method: grid
+        early_terminate: {type: hyperband, min_iter: 1, eta: 3}
+        parameters:
+          psnr: {values: [30.0, 20.0, 31.0]}
+          hold_below: {value: 25.0}
+        """)
+    results = sw.run_local(path, tmp_path / "runs", poll_s=0.05)
+    # W&B's hyperband (sweeps.stop_runs) at band 1: the running trial's values against the finished ones'
+    assert [(r.params["psnr"], r.status) for r in results] == [(30.0, "ok"), (20.0, "stopped"), (31.0, "ok")]
+    assert (Path(results[1].run_dir) / "sigterm").exists()  # SIGTERM, as W&B's agent stops a run
+    again = sw.run_local(path, tmp_path / "runs", poll_s=0.05)
+    assert [r.skipped for r in again] == [True] * 3  # a stopped trial is done, as in W&B
+    assert json.loads((tmp_path / "runs" / "metric_sweep" / "summary.json").read_text())[
+        results[1].trial_id]["status"] == "stopped"
+
+
+def test_bayes_runs_trial_by_trial_each_proposed_from_the_finished_ones(tmp_path):
+    from restorelab import report
+
+    path = metric_sweep(tmp_path, """\
+        method: bayes
+        run_cap: 4
+        parameters:
+          x: {min: 0.0, max: 1.0}
+          rows: {value: 2}
+        """)
+    sweep, out = plan.load_sweep(path), tmp_path / "runs"
+    results = sw.run_local(path, out)
+    assert [r.status for r in results] == ["ok"] * 4 and len({r.trial_id for r in results}) == 4
+
+    def engine_view(r):
+        values = [v for _, v in report.read_run_curve(Path(r.run_dir), "val/psnr")[0]]
+        assert len(values) == 2
+        return plan.engine_run(r.trial_id, r.params, "val/psnr", values, "ok")
+
+    prior = [engine_view(r) for r in results]
+    for k, r in enumerate(results):  # what the engine proposes from the trials before it, with their metric
+        assert plan.expand(sweep, max_trials=1, prior=prior[:k]) == [r.params]
+    # a rerun with a higher cap replays the four (done: skipped) and asks the engine for a fifth
+    path.write_text(path.read_text().replace("run_cap: 4", "run_cap: 5"))
+    again = sw.run_local(path, out)
+    assert [r.skipped for r in again] == [True] * 4 + [False]
+    assert again[4].params == plan.expand(plan.load_sweep(path), max_trials=1, prior=prior)[0]
 
 
 def test_resume_checkpoint_picks_the_newest_of_last_and_hpc(tmp_path):
@@ -458,22 +667,22 @@ def test_bad_extra_trial_arguments_are_named(tmp_path):
           trainer.max_epochs: {{value: 1}}
         command: {FIT}
         """)
-    with pytest.raises(sw.SweepConfigError, match=r"ok.yaml: the extra trial arguments --trainer.max_stepz=3"):
-        sw.check_trials(sw.load_sweep(path), sw.plan_trials(path, tmp_path, extra_args=["--trainer.max_stepz=3"]),
+    with pytest.raises(plan.SweepConfigError, match=r"ok.yaml: the extra trial arguments --trainer.max_stepz=3"):
+        plan.check_trials(plan.load_sweep(path), plan.plan_trials(path, tmp_path, extra_args=["--trainer.max_stepz=3"]),
                         path, cwd=REPO)
 
 
 def test_every_bundled_sweep_passes_the_cli_check(tmp_path):
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
-        sweep = sw.load_sweep(path)
-        sw.check_trials(sweep, sw.plan_trials(sweep, tmp_path), path, cwd=REPO)
+        sweep = plan.load_sweep(path)
+        plan.check_trials(sweep, plan.plan_trials(sweep, tmp_path), path, cwd=REPO)
 
 
 def test_trials_of_another_program_are_not_checked(tmp_path):
-    assert sw.cli_args(["python", "-m", "restorelab.cli", "fit", "--x=1"]) == ["fit", "--x=1"]
-    assert sw.cli_args(["/venv/bin/restorelab", "fit"]) == ["fit"]
-    assert sw.cli_args(["python", "restorelab/cli.py", "fit"]) == ["fit"]
-    assert sw.cli_args(["python", str(tmp_path / "fake_trainer.py"), "--steps=1"]) is None
+    assert plan.cli_args(["python", "-m", "restorelab.cli", "fit", "--x=1"]) == ["fit", "--x=1"]
+    assert plan.cli_args(["/venv/bin/restorelab", "fit"]) == ["fit"]
+    assert plan.cli_args(["python", "restorelab/cli.py", "fit"]) == ["fit"]
+    assert plan.cli_args(["python", str(tmp_path / "fake_trainer.py"), "--steps=1"]) is None
 
 
 @pytest.mark.parametrize("tool", ["sweep run", "slurm", "report"])
