@@ -29,7 +29,6 @@ from torchmetrics import Metric
 
 from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import list_images, read_image
-from lightning_modules.metrics import evaluation_view
 
 BLOCK = 3  # M in the paper: side of the coefficient vectors of the GSM
 LEVELS = 4
@@ -212,12 +211,15 @@ def sr_ifc(hr: torch.Tensor, scale: int,
     """IFC of one SR result under the SR papers' protocol; ``hr`` is 1×C×H×W RGB or gray in [0, 1].
 
     LR = quantize(bicubic_down(mod_crop(HR))), SR = super_resolve(LR) (MATLAB bicubic by default); both
-    then go through ``evaluation_view`` (8-bit rounding, Y, ``scale`` pixels shaved), as for PSNR/SSIM.
+    then go through the protocol's view (8-bit rounding, Y, ``scale`` pixels shaved), as for PSNR/SSIM.
     """
+    from lightning_modules.protocol import Protocol  # the protocol calls this module's ifc: imported late
+
+    view = Protocol("y", scale).view
     hr = mod_crop(hr, scale)
     lr = quantize(bicubic_downsample(hr, scale))
     sr = super_resolve(lr) if super_resolve else bicubic_upsample(lr, scale)
-    return ifc(evaluation_view(hr, scale), evaluation_view(sr, scale))
+    return ifc(view(hr), view(sr))
 
 
 def bicubic_ifc(folder: str | Path, scales: tuple[int, ...] = (2, 3, 4)) -> dict[int, float]:

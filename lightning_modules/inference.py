@@ -1,6 +1,6 @@
 """Whole-image inference within a memory budget: exact tiled forward passes, ×8 geometric self-ensemble, and
 the estimate that decides whether (and how finely) to tile. Used by the LightningModule's validation/test
-(``RestorationModule.restore``) and by ``restorelab predict``, ``benchmark`` and ``compare``: one copy of the
+(``RestorationScheme.restore``) and by ``restorelab predict``, ``benchmark`` and ``compare``: one copy of the
 logic, below ``restorelab`` in the import graph.
 
 **Tiling is exact, not a blend**: each tile carries a halo of at least half the net's receptive field, so every

@@ -9,12 +9,15 @@ ever holds diverged weights.
   training loss is finite, and the mean of the last ``RECENT`` losses is at most ``EXPLOSION_FACTOR`` times
   the median of the up to ``WINDOW`` losses before them (a run whose weights blow up reaches 1e20 long before
   its loss overflows to NaN; a healthy run's loss falls or wobbles well within a factor of 10).
+* ``load_scheme`` rebuilds a checkpoint's module through the training scheme it was saved from (the class path
+  the CLI records), so tools load a checkpoint of any scheme the same way.
 * Resuming with other optimizer options applies them: the checkpoint's optimizer state keeps its moments
   but takes the configured learning rates (rescaling the scheduled ones by new/old initial rate), betas,
   momentum, weight decay and schedule constants (gamma, milestones, horizon), so "lower the learning rate and resume" works.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import signal
@@ -264,3 +267,47 @@ def check_fits(path: str | Path, ckpt: dict, module: torch.nn.Module) -> None:
         raise CheckpointError(f"{path}: saved from another net than the configured {type(module).__name__}: it "
                               f"{what} {k} ({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} "
                               f"mis-shaped tensors)")
+
+
+DEFAULT_SCHEME = "lightning_modules.schemes.supervised.SupervisedScheme"
+# checkpoints saved before the schemes had modules of their own name the supervised scheme by its old path
+RENAMED_SCHEMES = {"lightning_modules.restoration.RestorationModule": DEFAULT_SCHEME}
+
+
+def scheme_class(path: str | Path, ckpt: dict) -> type:
+    """The ``RestorationScheme`` subclass a checkpoint was saved from: the CLI's ``_class_path`` (imported by
+    name), the supervised scheme where none is recorded; one line where it cannot be imported or is no scheme."""
+    from lightning_modules.schemes.base import RestorationScheme
+
+    saved = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    class_path = RENAMED_SCHEMES.get(saved, saved) or DEFAULT_SCHEME
+    module_name, _, name = str(class_path).rpartition(".")
+    try:
+        # importing runs that module's code: a checkpoint (read weights_only) cannot carry code, but it can
+        # name any importable module, so only a scheme class is accepted from it
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: its training scheme {class_path} cannot be imported ({reason})") from None
+    if not (isinstance(cls, type) and issubclass(cls, RestorationScheme)):
+        raise CheckpointError(f"{path}: saved from {class_path}, which is not a training scheme "
+                              "(lightning_modules.schemes.base.RestorationScheme)")
+    return cls
+
+
+def load_scheme(path: str | Path, map_location="cpu", checkpoint: dict | None = None, **overrides):
+    """The module of a checkpoint, rebuilt as its own scheme (``scheme_class``) with its net and weights, in eval
+    mode; ``overrides`` replace saved hyper-parameters (e.g. ``scale``). ``checkpoint``: the file's dict where
+    the caller has read it already. Anything that cannot be rebuilt: one line (``CheckpointError``)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
+    cls = scheme_class(path, ckpt)
+    saved = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if saved in RENAMED_SCHEMES:  # Lightning resolves the recorded path itself, and the old one is gone
+        overrides.setdefault("_class_path", RENAMED_SCHEMES[saved])
+    try:
+        module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, **overrides)
+    except Exception as e:  # noqa: BLE001 - a net or scheme that no longer fits its record: one line naming the file
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__}: {type(e).__name__}: {detail}") from None
+    return module.eval()

@@ -247,10 +247,10 @@ def test_progress_bar_runs_and_can_be_disabled(ckpts, gray_png, tmp_path, capsys
 
 def test_module_restore_tiles_within_its_budget():
     from lightning_modules.nets.dncnn import DnCNN
-    from lightning_modules.restoration import RestorationModule
+    from lightning_modules.schemes.supervised import SupervisedScheme
 
     torch.manual_seed(0)
-    module = RestorationModule(DnCNN(channels=1, depth=4, features=8)).eval()
+    module = SupervisedScheme(DnCNN(channels=1, depth=4, features=8)).eval()
     x = torch.rand(1, 1, 70, 90)
     with torch.no_grad():
         whole = module.net(x)

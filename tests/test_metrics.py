@@ -8,7 +8,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
 from datamodules.sources import read_image, resolve_source
-from lightning_modules.metrics import ImageQuality, evaluation_view
+from lightning_modules.protocol import ImageQuality, evaluation_view
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def make_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
     ckpt = {
         "pytorch-lightning_version": lightning.__version__,
         "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "hyper_parameters": {"_class_path": "lightning_modules.restoration.RestorationModule",
+        "hyper_parameters": {"_class_path": "lightning_modules.schemes.supervised.SupervisedScheme",
                              "net": {"class_path": class_path, "init_args": init_args}, "scale": scale,
                              "_instantiator": "lightning.pytorch.cli.instantiate_module"},
         "datamodule_hyper_parameters": {"scale": scale, "channels": channels},

@@ -7,7 +7,7 @@ import torch
 
 from datamodules.restoration import SRDataModule
 from lightning_modules.nets.srcnn import SRCNN
-from lightning_modules.restoration import RestorationModule
+from lightning_modules.schemes.supervised import SupervisedScheme
 
 ABLATIONS = [  # (kernel_sizes, filters): the paper's Sec. 4.3 settings
     ([9, 1, 5], [64, 32]), ([9, 3, 5], [64, 32]), ([9, 5, 5], [64, 32]),
@@ -64,7 +64,7 @@ def test_init_and_per_layer_learning_rates():
     net = SRCNN(init_std=1e-3)
     assert abs(float(net.features[0].weight.std()) - 1e-3) < 2e-4
     assert float(net.reconstruction.bias.abs().max()) == 0
-    module = RestorationModule(net, scale=3, lr=1e-4, optimizer="sgd", lr_multipliers={"reconstruction": 0.1})
+    module = SupervisedScheme(net, scale=3, lr=1e-4, optimizer="sgd", lr_multipliers={"reconstruction": 0.1})
     opt = module.configure_optimizers()
     lrs = sorted(g["lr"] for g in opt.param_groups)
     assert lrs == pytest.approx([1e-5, 1e-4])
@@ -74,7 +74,7 @@ def test_init_and_per_layer_learning_rates():
 def test_valid_padding_trains_on_the_target_centre():
     """A few real steps with the paper's 'valid' convolutions: the loss is taken on the cropped centre."""
     torch.manual_seed(0)
-    module = RestorationModule(SRCNN(kernel_sizes=[9, 1, 5], filters=[16, 8], padding="valid"), scale=3)
+    module = SupervisedScheme(SRCNN(kernel_sizes=[9, 1, 5], filters=[16, 8], padding="valid"), scale=3)
     data = SRDataModule(scale=3, val=["skimage:chelsea.png"], patch_size=33, batch_size=8, patches_per_epoch=24)
     trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, accelerator="cpu",
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
@@ -84,7 +84,7 @@ def test_valid_padding_trains_on_the_target_centre():
     with pytest.raises(ValueError, match="upsamples x4 but the data scale is x3"):
         net = SRCNN()
         net.scale = 4
-        RestorationModule(net, scale=3)
+        SupervisedScheme(net, scale=3)
 
 
 def test_fit_with_an_impossible_net_size_is_one_line_naming_the_option(tmp_path):

@@ -56,10 +56,15 @@ def test_checkpoints_and_wandb_offline_run_are_written(trained_run):
     offline = list((trained_run / "wandb").glob("offline-run-*"))
     assert offline, "W&B should write an offline run when no API key is set"
     assert list(offline[0].glob("run-*.wandb"))
-    # the checkpoint carries the net's config: it rebuilds itself with no config file
-    from lightning_modules.restoration import RestorationModule
+    # the checkpoint carries the scheme's class path and the net's config: it rebuilds itself with no config file
+    from lightning_modules.schemes.supervised import SupervisedScheme
+    from restorelab.checkpointing import load_scheme
 
-    module = RestorationModule.load_from_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    last = trained_run / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["_class_path"] == "lightning_modules.schemes.supervised.SupervisedScheme"
+    module = load_scheme(last)
+    assert type(module) is SupervisedScheme
     assert type(module.net).__name__ == "SRCNN" and module.scale == 3
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from datamodules.restoration import SRDataModule
 from lightning_modules.losses import PixelLoss
 from lightning_modules.nets.srcnn import SRCNN
-from lightning_modules.restoration import RestorationModule
+from lightning_modules.schemes.supervised import SupervisedScheme
 
 
 def test_summed_loss_is_half_the_per_sample_sum_for_mse():
@@ -37,7 +37,7 @@ def test_poly_schedule_decays_per_step_to_zero():
     torch.manual_seed(0)
     dm = SRDataModule(scale=3, train=["skimage:coffee.png"], val=["skimage:chelsea.png"], patch_size=24,
                       batch_size=2, patches_per_epoch=8)
-    module = RestorationModule(SRCNN(kernel_sizes=[3, 1, 3], filters=[4, 4]), scale=3, lr=1e-3,
+    module = SupervisedScheme(SRCNN(kernel_sizes=[3, 1, 3], filters=[4, 4]), scale=3, lr=1e-3,
                                scheduler="poly", power=0.3)
     record = RecordLR()
     L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, accelerator="cpu", devices=1,
@@ -48,7 +48,7 @@ def test_poly_schedule_decays_per_step_to_zero():
 
 def test_tensor_norm_clipping_clips_each_gradient_on_its_own():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 1, 3))
-    module = RestorationModule(net, clip_grad=2.5, clip_algorithm="tensor_norm")
+    module = SupervisedScheme(net, clip_grad=2.5, clip_algorithm="tensor_norm")
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     grads = [torch.full_like(p, 10.0) if i % 2 == 0 else torch.full_like(p, 1e-3) for i, p in enumerate(net.parameters())]
     for p, g in zip(net.parameters(), grads):

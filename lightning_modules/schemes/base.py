@@ -1,0 +1,167 @@
+"""The base of every training scheme: a net, its evaluation under the paper protocol, the logged names, the
+non-finite-loss guard and what a checkpoint records. A scheme adds its training step and its optimizers
+(``training_step``, ``configure_optimizers``; with ``automatic_optimization = False`` for adversarial or
+meta-learning schemes) and nothing else.
+
+Evaluation follows the papers (``lightning_modules.protocol``): outputs rounded to 8 bit, metrics on Y (or RGB)
+with the border shaved by the scale, one value per image, averaged; the baseline (``baseline(batch)``: bicubic
+for SR, the noisy/blurred input otherwise) is measured on the same images beside the net. Logged names:
+``{val,test}/{,baseline_}{psnr,ssim[,ms_ssim]}_{y,rgb}``; ``monitor`` names the one checkpoints are chosen by.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from datamodules.errors import DivergenceError
+from lightning_modules.protocol import ImageQuality, Protocol
+
+# The CLI records the net's class_path/init_args as a hyper-parameter (so a checkpoint rebuilds its own
+# net); Lightning cannot tell that apart from storing the module itself and warns on every load.
+warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
+
+
+class RestorationScheme(L.LightningModule):
+    # bytes one evaluation pass may take; None: $RESTORELAB_MEMORY_BUDGET GB, else the device's default
+    # (lightning_modules.inference.default_budget). Set it on the module; not a hyper-parameter, so it does not
+    # change run ids.
+    memory_budget: int | None = None
+
+    def __init__(self, net: nn.Module, scale: int = 1, metric_space: Literal["y", "rgb"] = "y"):
+        """
+        Args:
+            net: the architecture (``lightning_modules.nets``); see the net contract in NOTES.md.
+            scale: SR factor, linked from ``data.init_args.scale``; sets the shaved border (0 when 1).
+            metric_space: "y" (SR papers, BT.601 luma) or "rgb" (colour denoising papers).
+
+        Every constructor argument of the subclass too is recorded in the checkpoint (under the CLI, with the
+        class path, so ``restorelab.checkpointing.load_scheme`` rebuilds the scheme and its net, not weights).
+        """
+        super().__init__()
+        # called here, it still collects the arguments of the subclasses' __init__ frames around this one
+        self.save_hyperparameters()
+        net_scale = getattr(net, "scale", 1)
+        if net_scale not in (1, scale):
+            raise ValueError(f"{type(net).__name__} upsamples x{net_scale} but the data scale is x{scale}")
+        self.net = net
+        self.scale = scale
+        self.metric_space = metric_space
+        self.protocol = Protocol.for_task(scale, metric_space)
+        self.shave = self.protocol.shave
+        self.monitor = f"val/psnr_{'y' if metric_space == 'y' else 'rgb'}"
+        self.val_quality, self.val_baseline = ImageQuality(ms_ssim=False), ImageQuality(ms_ssim=False)
+        self.test_quality, self.test_baseline = ImageQuality(), ImageQuality()
+        self.test_rows: list[dict] = []
+
+    # ------------------------------------------------------------------ forward
+    def net_input(self, batch: dict) -> torch.Tensor:
+        """Nets with scale 1 refine the upsampled image; others take the degraded image itself."""
+        return batch["upsampled"] if getattr(self.net, "scale", 1) == 1 else batch["degraded"]
+
+    def baseline(self, batch: dict) -> torch.Tensor:
+        """What the net is measured against: the interpolated input (bicubic for SR; the noisy/blurred image
+        otherwise), at the target's size."""
+        return batch["upsampled"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # ------------------------------------------------------------------ training
+    def guard(self, loss: torch.Tensor, what: str = "training loss") -> torch.Tensor:
+        """``loss`` if finite, else ``DivergenceError`` naming the step and rate (the CLI turns it into one line
+        with the command that resumes from the last healthy checkpoint). For every loss a scheme steps on,
+        under automatic optimization or not: a NaN would otherwise train on silently until the weights are."""
+        if torch.isfinite(loss).all():
+            return loss
+        trainer = self._trainer
+        optimizers = trainer.optimizers if trainer is not None else []
+        lr = f" (lr={optimizers[0].param_groups[0]['lr']:g})" if optimizers else ""
+        value = loss.item() if loss.numel() == 1 else loss.detach().flatten().tolist()
+        raise DivergenceError(f"{what} is {value} at step {self.global_step}{lr}",
+                              lr=getattr(self.hparams, "lr", None))
+
+    # ------------------------------------------------------------------ evaluation
+    def restore(self, batch: dict) -> torch.Tensor:
+        """The net on the batch's input: in eval mode in one pass or exact tiles within ``memory_budget``
+        (``lightning_modules.inference``; one line naming RESTORELAB_MEMORY_BUDGET where neither fits), one
+        pass in train mode (batch statistics would differ per tile)."""
+        from lightning_modules.inference import BUDGET_ENV, budgeted_forward
+
+        x = self.net_input(batch)
+        if self.net.training or torch.is_grad_enabled():
+            return self.net(x)
+        names = batch.get("name")
+        what = ", ".join(map(str, names)) if isinstance(names, (list, tuple)) else ""
+        return budgeted_forward(self.net, x, self.memory_budget, on_tile=self._between_tiles,
+                                options=("an explicit tile", BUDGET_ENV), what=what)
+
+    def _between_tiles(self, done: int, total: int) -> None:
+        """After each tile of an evaluation pass: answer a SIGTERM now rather than after the image, and show
+        the tile count on the progress bar of the running loop (TQDM bar only)."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        if trainer.received_sigterm:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
+        if total > 1:
+            stage = "test" if trainer.testing else "predict" if trainer.predicting else "val"
+            try:
+                getattr(trainer.progress_bar_callback, f"{stage}_progress_bar").set_postfix_str(f"tile {done}/{total}")
+            except (AttributeError, TypeError):
+                pass
+
+    def _views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per image, (net output, baseline, target) as the metrics see them (``Protocol.view``; a gray file is
+        measured as gray on Y whatever the net's colour space)."""
+        out = self.restore(batch)
+        base = self.baseline(batch)
+        gray = batch.get("gray", torch.zeros(len(out), dtype=torch.bool))
+        views = []
+        for i in range(len(out)):
+            view = lambda x: self.protocol.view(x[i : i + 1], gray=bool(gray[i]))  # noqa: E731
+            views.append((view(out), view(base), view(batch["target"])))
+        return views
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        for out, base, target in self._views(batch):
+            self.val_quality.update(out, target)
+            self.val_baseline.update(base, target)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_quality("val", self.val_quality, self.val_baseline)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        for name, (out, base, target) in zip(batch["name"], self._views(batch)):
+            row = {"image": name}
+            for tag, x in (("baseline", base), ("model", out)):
+                row.update({f"{tag}_{k}": v for k, v in self.protocol.score(x, target).items() if v is not None})
+            self.test_rows.append(row)
+            self.test_quality.update(out, target)
+            self.test_baseline.update(base, target)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_quality("test", self.test_quality, self.test_baseline)
+        if dist.is_available() and dist.is_initialized():
+            gathered: list[list[dict]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+            dist.all_gather_object(gathered, self.test_rows)
+            self.test_rows = sorted((r for rows in gathered for r in rows), key=lambda r: r["image"])
+
+    def _log_quality(self, stage: str, quality: ImageQuality, baseline: ImageQuality) -> None:
+        suffix = self.monitor.rsplit("_", 1)[1]
+        for tag, q in (("", quality), ("baseline_", baseline)):
+            for k, v in q.compute().items():
+                self.log(f"{stage}/{tag}{k}_{suffix}", v, prog_bar=(stage == "val" and not tag and k == "psnr"))
+            q.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.restore(batch).clamp(0, 1)
