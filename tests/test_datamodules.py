@@ -21,15 +21,15 @@ from datamodules.restoration import (
     RandomPatches,
     RestorationDataModule,
     SRDataModule,
-    image_seed,
 )
+from datamodules.recipes import AWGN, JPEG, ClassicalSR, MotionBlur, image_seed
 from lightning_modules.nets.deepdeblur import DeepDeblur
 from lightning_modules.nets.dncnn import DnCNN
 from lightning_modules.nets.srcnn import SRCNN
 from lightning_modules.nets.srn import SRN
 from lightning_modules.nets.srresnet import SRResNet
 from lightning_modules.nets.vdsr import VDSR
-from lightning_modules.restoration import RestorationModule
+from lightning_modules.schemes.supervised import SupervisedScheme
 
 
 def write_png(path, chw: np.ndarray) -> None:
@@ -93,18 +93,22 @@ def eval_pairs(dm: RestorationDataModule) -> list[dict]:
 
 def training_batch(dm: RestorationDataModule) -> dict:
     dm.setup("fit")
-    return dm.degrade(first(dm.train_dataloader()), None)
+    return dm.degrade(first(dm.train_dataloader()))
 
 
 # ------------------------------------------------------------------------------------ fixed evaluation pairs
 
 EVAL_CASES = {
-    "sr_random_gaussian_noise": lambda p: SRDataModule(scale=3, kernel="random_gaussian", noise_sigma=(0, 15),
-                                                       patch_size=33, **p),
-    "sr_mzsr": lambda p: SRDataModule(scale=2, kernel="mzsr", order="blur_decimate", patch_size=32, **p),
-    "sr_motion": lambda p: SRDataModule(scale=2, kernel="motion", kernel_size=9, patch_size=32, **p),
-    "denoise_blind_jpeg": lambda p: DenoiseDataModule(noise_sigma=(0, 55), jpeg_quality=(20, 60), channels="rgb", **p),
-    "deblur_synthetic": lambda p: DeblurDataModule(patch_size=32, pyramid_levels=2, **p),
+    "sr_random_gaussian_noise": lambda p: SRDataModule(recipe=ClassicalSR(kernel="random_gaussian",
+                                                                          noise_sigma=(0, 15)),
+                                                       scale=3, patch_size=33, **p),
+    "sr_mzsr": lambda p: SRDataModule(recipe=ClassicalSR(kernel="mzsr", order="blur_decimate"), scale=2,
+                                      patch_size=32, **p),
+    "sr_motion": lambda p: SRDataModule(recipe=ClassicalSR(kernel="motion", kernel_size=9), scale=2, patch_size=32,
+                                        **p),
+    "denoise_blind_jpeg": lambda p: DenoiseDataModule(recipe=AWGN(sigma=(0, 55), jpeg_quality=(20, 60)),
+                                                      channels="rgb", **p),
+    "deblur_synthetic": lambda p: DeblurDataModule(recipe=MotionBlur(), patch_size=32, pyramid_levels=2, **p),
 }
 
 
@@ -118,8 +122,9 @@ def test_eval_pairs_are_identical_across_instantiations(photos, case):
     assert [x["name"] for x in a] == [["chelsea.png"], ["coffee.png"]]
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
-        for key in ("degraded", "upsampled", "target"):
-            assert torch.equal(x[key], y[key]), key
+        for key in ("degraded", "upsampled", "target", "scale", "sigma", "kernel", "n_frames"):
+            if key in x:
+                assert torch.equal(x[key], y[key]), key
     other = eval_pairs(EVAL_CASES[case]({**photos, "seed": 1}))
     assert not torch.equal(a[0]["degraded"], other[0]["degraded"])  # the seed option does change them
     assert (a[0]["upsampled"] - a[0]["target"]).abs().mean() > 0.005  # a real degradation
@@ -130,26 +135,30 @@ def test_eval_pairs_are_identical_in_another_process(photos):
     import sys
 
     script = ("import sys; from datamodules.restoration import DenoiseDataModule as D; "
-              "dm = D(noise_sigma=[0, 55], channels='rgb', train=[sys.argv[1]], val=[sys.argv[2]]); "
+              "from datamodules.recipes import AWGN; "
+              "dm = D(recipe=AWGN(sigma=[0, 55]), channels='rgb', train=[sys.argv[1]], val=[sys.argv[2]]); "
               "dm.setup('validate'); "
               "print([dm.fixed_pairs(b)['degraded'].double().sum().item() for b in dm.val_dataloader()])")
     out = subprocess.run([sys.executable, "-c", script, *photos["train"], *photos["val"]], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
-    dm = DenoiseDataModule(noise_sigma=[0, 55], channels="rgb", **photos)
+    dm = DenoiseDataModule(recipe=AWGN(sigma=[0, 55]), channels="rgb", **photos)
     assert out.strip() == str([p["degraded"].double().sum().item() for p in eval_pairs(dm)])
 
 
 def test_eval_pair_is_the_documented_classical_degradation(photos):
     """Per image: kernel, then noise, drawn from a CPU generator seeded by image_seed(name, seed)."""
-    dm = SRDataModule(scale=3, kernel="random_gaussian", sigma_range=(0.5, 3.0), kernel_size=15, noise_sigma=(5, 10),
-                      order="bicubic_blur", seed=7, **photos)
+    dm = SRDataModule(recipe=ClassicalSR(kernel="random_gaussian", sigma_range=(0.5, 3.0), kernel_size=15,
+                                         noise_sigma=(5, 10), order="bicubic_blur"), scale=3, seed=7, **photos)
     pair = eval_pairs(dm)[0]
     name, hr = dm.val_set[0]["name"], dm.val_set[0]["target"][None]
     g = torch.Generator().manual_seed(image_seed(name, 7))
     kernel = d.random_gaussian_kernel(1, 15, (0.5, 3.0), False, g)
     lr = to_channels(d.quantize(d.classical_degradation(hr, 3, kernel, "bicubic_blur")), "y")
-    lr = d.add_gaussian_noise(lr, d.sample_sigma(1, 5, 10, g), g)
+    sigma = d.sample_sigma(1, 5, 10, g)
+    lr = d.add_gaussian_noise(lr, sigma, g)
     assert torch.equal(pair["degraded"], lr)
+    assert torch.equal(pair["kernel"], kernel) and torch.equal(pair["sigma"], sigma)  # what made it, per image
+    assert torch.equal(pair["scale"], torch.tensor([3]))
     assert torch.equal(pair["upsampled"], d.bicubic_upsample(lr, 3))
     assert torch.equal(pair["target"], to_channels(hr, "y"))
 
@@ -166,14 +175,17 @@ def test_bicubic_sr_is_unchanged(photos):
 def test_fixed_gaussian_and_file_kernels_agree(photos, tmp_path):
     kernel = d.gaussian_kernel(13, 2.0, 1.0, math.radians(30))
     np.save(tmp_path / "k.npy", kernel.numpy() * 5)  # the file's scale does not matter
-    a = SRDataModule(scale=2, kernel="gaussian", kernel_size=13, sigma=2.0, sigma2=1.0, theta=30, patch_size=32,
-                     batch_size=4, patches_per_epoch=4, **photos)
-    b = SRDataModule(scale=2, kernel="file", kernel_file=str(tmp_path / "k.npy"), patch_size=32, **photos)
-    assert torch.allclose(a.fixed_kernel, b.fixed_kernel, atol=1e-7)
+    a = SRDataModule(recipe=ClassicalSR(kernel="gaussian", kernel_size=13, sigma=2.0, sigma2=1.0, theta=30), scale=2,
+                     patch_size=32, batch_size=4, patches_per_epoch=4, **photos)
+    b = SRDataModule(recipe=ClassicalSR(kernel="file", kernel_file=str(tmp_path / "k.npy")), scale=2, patch_size=32,
+                     **photos)
+    assert torch.allclose(a.recipe.fixed_kernel, b.recipe.fixed_kernel, atol=1e-7)
     torch.manual_seed(0)
     batch = training_batch(a)
     expected = d.quantize(d.classical_degradation(batch["target"], 2, kernel, "blur_bicubic"))
     assert torch.equal(batch["degraded"], expected) and batch["degraded"].shape == (4, 1, 16, 16)
+    assert torch.equal(batch["kernel"], a.recipe.fixed_kernel.expand(4, 13, 13))  # one kernel per patch
+    assert torch.equal(batch["sigma"], torch.zeros(4)) and torch.equal(batch["scale"], torch.full((4,), 2))
 
 
 # --------------------------------------------------------------------------------------------- training batches
@@ -233,7 +245,7 @@ def test_train_crop_cuts_vdsr_pairs_from_the_centre_of_degraded_patches(photos):
     for key in ("upsampled", "target"):  # the same patches, degraded at 48x48, then cut to their centre 41x41
         assert torch.equal(batch[key], full[key][..., 3:44, 3:44])
     assert eval_pairs(dm)[0]["degraded"].shape[-2] * 3 == eval_pairs(dm)[0]["target"].shape[-2]  # eval: whole
-    with pytest.raises(ValueError, match="data.init_args.train_crop=49 must be .* no larger than data.patch_size=48"):
+    with pytest.raises(ValueError, match="data.init_args.train_crop=49 must be .* no larger than data.init_args.patch_size=48"):
         SRDataModule(scale=3, scales=[2, 3, 4], patch_size=48, train_crop=49)
     with pytest.raises(ValueError, match="data.init_args.train_crop=20 crops the upsampled input, but SRResNet"):
         SRDataModule(scale=2, patch_size=24, train_crop=20).check_net(SRResNet(channels=1, scale=2, blocks=1))
@@ -245,7 +257,7 @@ def test_gray_files_are_measured_as_gray_by_an_rgb_net(photos):
         dm = SRDataModule(scale=3, channels=channels, patch_size=24, train=photos["train"],
                           val=[str(Path(photos["train"][0]) / "camera.png")])
         net = SRResNet(channels=3 if channels == "rgb" else 1, scale=3, blocks=1, features=4)
-        module = RestorationModule(net, scale=3, metric_space="y")
+        module = SupervisedScheme(net, scale=3, metric_space="y")
         L.Trainer(logger=False, accelerator="cpu", devices=1, enable_progress_bar=False,
                   enable_model_summary=False).test(module, datamodule=dm, verbose=False)
         (row,) = module.test_rows
@@ -258,7 +270,7 @@ def test_gray_files_are_measured_as_gray_by_an_rgb_net(photos):
 
 
 def test_blind_sigma_spans_its_range_and_is_the_noise_drawn(photos):
-    dm = DenoiseDataModule(noise_sigma=[0, 55], patch_size=40, batch_size=64, patches_per_epoch=64, **photos)
+    dm = DenoiseDataModule(recipe=AWGN(sigma=[0, 55]), patch_size=40, batch_size=64, patches_per_epoch=64, **photos)
     torch.manual_seed(0)
     batch = training_batch(dm)
     sigma = batch["sigma"]
@@ -268,25 +280,28 @@ def test_blind_sigma_spans_its_range_and_is_the_noise_drawn(photos):
     assert torch.allclose(measured, sigma, rtol=0.1, atol=0.5)
     assert torch.equal(batch["upsampled"], batch["degraded"]) and batch["target"].shape == (64, 1, 40, 40)
     # evaluation at one level of the blind range
-    pairs = eval_pairs(DenoiseDataModule(noise_sigma=[0, 55], test_sigma=25, **photos))
+    pairs = eval_pairs(DenoiseDataModule(recipe=AWGN(sigma=[0, 55], test_sigma=25), **photos))
     assert all(p["sigma"].item() == 25 for p in pairs)
-    fixed = training_batch(DenoiseDataModule(noise_sigma=15, batch_size=8, patches_per_epoch=8, **photos))
+    fixed = training_batch(DenoiseDataModule(recipe=AWGN(sigma=15), batch_size=8, patches_per_epoch=8, **photos))
     assert torch.equal(fixed["sigma"], torch.full((8,), 15.0))
 
 
 def test_denoise_clip_and_jpeg(photos):
     torch.manual_seed(0)
-    clipped = training_batch(DenoiseDataModule(noise_sigma=50, clip=True, batch_size=4, patches_per_epoch=4,
+    clipped = training_batch(DenoiseDataModule(recipe=AWGN(sigma=50, clip=True), batch_size=4, patches_per_epoch=4,
                                                **photos))["degraded"]
     assert clipped.min() >= 0 and clipped.max() <= 1
-    jpeg = training_batch(DenoiseDataModule(noise_sigma=0, jpeg_quality=10, channels="rgb", batch_size=4,
-                                            patches_per_epoch=4, **photos))
-    assert torch.equal(jpeg["degraded"], d.jpeg_compress(jpeg["target"], 10))  # σ 0 + JPEG = deblocking
-    assert jpeg["degraded"].shape[1] == 3 and (jpeg["degraded"] - jpeg["target"]).abs().mean() > 0.005
+    for recipe in (AWGN(sigma=0, jpeg_quality=10), JPEG(jpeg_quality=10)):  # σ 0 + JPEG = deblocking = JPEG alone
+        jpeg = training_batch(DenoiseDataModule(recipe=recipe, channels="rgb", batch_size=4, patches_per_epoch=4,
+                                                **photos))
+        assert torch.equal(jpeg["degraded"], d.jpeg_compress(jpeg["target"], 10))
+        assert jpeg["degraded"].shape[1] == 3 and (jpeg["degraded"] - jpeg["target"]).abs().mean() > 0.005
+        assert torch.equal(jpeg["sigma"], torch.zeros(4))
 
 
 def test_pyramid_keys_have_the_right_shapes(photos):
-    dm = DeblurDataModule(pyramid_levels=3, patch_size=32, batch_size=2, patches_per_epoch=2, **photos)
+    dm = DeblurDataModule(recipe=MotionBlur(), pyramid_levels=3, patch_size=32, batch_size=2, patches_per_epoch=2,
+                          **photos)
     torch.manual_seed(0)
     batch = training_batch(dm)
     for key, pyramid in (("degraded", batch["degraded_pyramid"]), ("target", batch["target_pyramid"])):
@@ -304,8 +319,8 @@ def test_pyramid_keys_have_the_right_shapes(photos):
 
 
 def test_gopro_pairs_are_cropped_and_flipped_together(gopro):
-    dm = DeblurDataModule(source="gopro", train=[str(gopro / "train")], val=[str(gopro / "test")], patch_size=32,
-                          batch_size=16, patches_per_epoch=16, pyramid_levels=2)
+    dm = DeblurDataModule(recipe=MotionBlur(source="gopro"), train=[str(gopro / "train")], val=[str(gopro / "test")],
+                          patch_size=32, batch_size=16, patches_per_epoch=16, pyramid_levels=2)
     torch.manual_seed(0)
     batch = training_batch(dm)
     assert batch["degraded"].shape == (16, 3, 32, 32)
@@ -318,8 +333,8 @@ def test_gopro_pairs_are_cropped_and_flipped_together(gopro):
 
 
 def test_video_frames_are_averaged_in_linear_light(video):
-    dm = DeblurDataModule(source="frames", train=[str(video)], val=[str(video)], n_frames=(5, 7), patch_size=32,
-                          batch_size=12, patches_per_epoch=12)
+    dm = DeblurDataModule(recipe=MotionBlur(source="frames", n_frames=(5, 7)), train=[str(video)], val=[str(video)],
+                          patch_size=32, batch_size=12, patches_per_epoch=12)
     pair = eval_pairs(dm)  # one window of 7: evaluation windows do not overlap
     assert [p["name"] for p in pair] == [[f"{video.name}/frame_3.png"]]
     frames = torch.stack([torch.from_numpy(cv2.imread(str(video / f"frame_{t}.png"))[..., ::-1].copy())
@@ -328,10 +343,12 @@ def test_video_frames_are_averaged_in_linear_light(video):
     g = torch.Generator().manual_seed(image_seed(pair[0]["name"][0], 0))
     count = 5 + 2 * int(torch.randint(0, 2, (1,), generator=g))
     assert torch.allclose(pair[0]["degraded"], d.average_frames(frames[:, 3 - count // 2 : 4 + count // 2]), atol=1e-6)
+    assert torch.equal(pair[0]["n_frames"], torch.tensor([count]))
     torch.manual_seed(0)
     batch = training_batch(dm)  # 3 windows of 7 frames (stride 1); 5 or 7 of them averaged per sample
     assert batch["degraded"].shape == batch["target"].shape == (12, 3, 32, 32)
     assert (batch["degraded"] - batch["target"]).abs().mean() > 0.005
+    assert set(batch["n_frames"].tolist()) <= {5, 7}
 
 
 def test_plain_patches_and_full_images_keep_their_api():
@@ -345,20 +362,20 @@ def test_plain_patches_and_full_images_keep_their_api():
 # ------------------------------------------------------------------------------------------ through Lightning
 
 TINY_RUNS = {
-    "sr_gaussian": (lambda p: SRDataModule(scale=2, kernel="gaussian", kernel_size=7, sigma=1.0, noise_sigma=5,
-                                           patch_size=24, **p),
+    "sr_gaussian": (lambda p: SRDataModule(recipe=ClassicalSR(kernel="gaussian", kernel_size=7, sigma=1.0,
+                                                              noise_sigma=5), scale=2, patch_size=24, **p),
                     lambda: SRCNN(kernel_sizes=[3, 1, 3], filters=[4, 4], init_std=None)),
     "sr_multiscale": (lambda p: SRDataModule(scale=2, scales=[2, 3], patch_size=24, **p),
                       lambda: VDSR(depth=3, features=4)),
-    "denoise": (lambda p: DenoiseDataModule(noise_sigma=[0, 55], patch_size=24, **p),
+    "denoise": (lambda p: DenoiseDataModule(recipe=AWGN(sigma=[0, 55]), patch_size=24, **p),
                 lambda: DnCNN(depth=3, features=4)),
-    "deblur_pyramid": (lambda p: DeblurDataModule(pyramid_levels=2, patch_size=24, **p),
+    "deblur_pyramid": (lambda p: DeblurDataModule(recipe=MotionBlur(), pyramid_levels=2, patch_size=24, **p),
                        lambda: DeepDeblur(scales=2, blocks=1, features=4)),
 }
 
 
-def fit_three_steps(dm: RestorationDataModule, net) -> tuple[L.Trainer, RestorationModule, dict]:
-    module = RestorationModule(net, scale=dm.scale, lr=1e-3, metric_space="y" if dm.hparams.channels == "y" else "rgb")
+def fit_three_steps(dm: RestorationDataModule, net) -> tuple[L.Trainer, SupervisedScheme, dict]:
+    module = SupervisedScheme(net, scale=dm.scale, lr=1e-3, metric_space="y" if dm.hparams.channels == "y" else "rgb")
     before = {k: v.clone() for k, v in module.state_dict().items()}
     trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, accelerator="cpu", devices=1,
                         num_sanity_val_steps=0, limit_val_batches=1, enable_progress_bar=False,
@@ -381,8 +398,8 @@ def test_each_datamodule_trains_a_tiny_net(photos, case):
 
 
 def test_gopro_trains_srn_through_lightning(gopro):
-    dm = DeblurDataModule(source="gopro", train=[str(gopro / "train")], val=[str(gopro / "test")], patch_size=32,
-                          pyramid_levels=2, batch_size=2, patches_per_epoch=6)
+    dm = DeblurDataModule(recipe=MotionBlur(source="gopro"), train=[str(gopro / "train")], val=[str(gopro / "test")],
+                          patch_size=32, pyramid_levels=2, batch_size=2, patches_per_epoch=6)
     trainer, module, _ = fit_three_steps(dm, SRN(scales=2, features=4, blocks=1))
     assert trainer.global_step == 3 and "val/psnr_rgb" in trainer.callback_metrics
     assert dm.val_set[0]["target"].shape == (3, 48, 64)  # already a multiple of SRN's 8
@@ -390,28 +407,22 @@ def test_gopro_trains_srn_through_lightning(gopro):
 
 # ----------------------------------------------------------------------------------------------- bad options
 
+# DataModule options; the recipes' own options are checked when a recipe is made (tests/test_recipes.py)
 BAD_OPTIONS = [
-    (SRDataModule, {"kernel": "gauss"}, "data.init_args.kernel='gauss' must be one of"),
-    (SRDataModule, {"kernel": "random_gaussian", "order": "decimate"}, "data.init_args.order='decimate' must be one of"),
     (SRDataModule, {"scales": [2, 5]}, r"data.init_args.scales=\[2, 5\] must be distinct values"),
-    (SRDataModule, {"noise_sigma": (10, 5)}, r"data.init_args.noise_sigma=\(10, 5\) must be a number or a \[low, high\]"),
-    (SRDataModule, {"kernel": "file"}, "data.init_args.kernel_file is required when data.kernel='file'"),
-    (SRDataModule, {"kernel": "file", "kernel_file": "/nowhere/k.npy"}, "cannot read a kernel from /nowhere/k.npy"),
-    (SRDataModule, {"kernel": "gaussian", "sigma": -1.0}, "data.init_args.sigma=-1.0 and data.sigma2=None must be positive"),
-    (SRDataModule, {"kernel": "motion", "kernel_size": 31, "order": "bicubic_blur", "patch_size": 33},
+    (SRDataModule, {"scale": 5}, "data.init_args.scale must be one of 2, 3, 4, 8; got 5"),
+    (SRDataModule, {"recipe": ClassicalSR(kernel="motion", kernel_size=31, order="bicubic_blur"), "patch_size": 33},
      "data.init_args.patch_size=33 is too small for a 31x31 kernel"),
-    (SRDataModule, {"kernel_size": 0, "kernel": "gaussian"}, "data.init_args.kernel_size=0 must be a positive integer"),
+    (SRDataModule, {"recipe": ClassicalSR(kernel="gaussian", kernel_size=21), "scale": 2, "patch_size": 10},
+     "data.init_args.patch_size=10 is too small for a 21x21 kernel .* order 'blur_bicubic'"),
     (DenoiseDataModule, {"channels": "y"}, "data.init_args.channels='y' must be one of 'gray', 'rgb'"),
-    (DenoiseDataModule, {"noise_sigma": -5}, "data.init_args.noise_sigma=-5 must be a number"),
-    (DenoiseDataModule, {"jpeg_quality": (0, 50)}, r"data.init_args.jpeg_quality=\(0, 50\) must be"),
     (DenoiseDataModule, {"scale": 2}, "data.init_args.scale=2 must be 1 for denoising"),
-    (DeblurDataModule, {"source": "video"}, "data.init_args.source='video' must be one of 'synthetic', 'frames', 'gopro'"),
-    (DeblurDataModule, {"n_frames": (8, 8)}, r"data.init_args.n_frames=\(8, 8\) must include an odd count"),
+    (DeblurDataModule, {"scale": 2}, "data.init_args.scale=2 must be 1 for deblurring"),
     (DeblurDataModule, {"pyramid_levels": 0}, "data.init_args.pyramid_levels=0 must be a positive integer"),
     (DeblurDataModule, {"pyramid_levels": 3, "patch_size": 30}, "data.init_args.patch_size=30 must be a multiple of 4"),
-    (DeblurDataModule, {"gopro_blur": "sharp"}, "data.init_args.gopro_blur='sharp' must be one of"),
-    (RestorationDataModule, {"channels": "bgr"}, "data.init_args.channels='bgr' must be one of"),
-    (RestorationDataModule, {"batch_size": 0}, "data.init_args.batch_size=0 must be a positive integer"),
+    (RestorationDataModule, {"recipe": AWGN(), "channels": "bgr"}, "data.init_args.channels='bgr' must be one of"),
+    (RestorationDataModule, {"recipe": AWGN(), "batch_size": 0},
+     "data.init_args.batch_size=0 must be a positive integer"),
 ]
 
 
@@ -423,10 +434,11 @@ def test_bad_options_raise_one_line_naming_option_and_value(cls, kwargs, message
 
 
 def test_missing_data_names_the_folder(tmp_path):
-    dm = DeblurDataModule(source="gopro", train=[str(tmp_path / "GoPro_Large" / "train")], patch_size=32)
+    dm = DeblurDataModule(recipe=MotionBlur(source="gopro"), train=[str(tmp_path / "GoPro_Large" / "train")],
+                          patch_size=32)
     with pytest.raises(FileNotFoundError, match="GoPro_Large/train is not a folder"):
         dm.setup("fit")
-    dm = DeblurDataModule(source="frames", train=[str(tmp_path)], patch_size=32)
+    dm = DeblurDataModule(recipe=MotionBlur(source="frames"), train=[str(tmp_path)], patch_size=32)
     with pytest.raises(FileNotFoundError, match="holds no frames and no folder of frames"):
         dm.setup("fit")
 
@@ -453,6 +465,15 @@ def test_bench_writes_a_row_per_degradation_and_net(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------------- configs
 
 
+def build(spec):
+    """An object from a printed config's {class_path, init_args}, its nested ones (the recipe) first."""
+    if not (isinstance(spec, dict) and "class_path" in spec):
+        return spec
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    return cls(**{k: build(v) for k, v in spec.get("init_args", {}).items()})
+
+
 @pytest.mark.parametrize("config", ["configs/sr_blur.yaml", "configs/denoise.yaml", "configs/deblur.yaml"])
 def test_task_configs_parse_and_build_their_datamodule(run_env, capsys, config):
     import yaml
@@ -464,6 +485,6 @@ def test_task_configs_parse_and_build_their_datamodule(run_env, capsys, config):
     assert e.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     data = cfg["data"]
-    module, _, name = data["class_path"].rpartition(".")
-    dm = getattr(__import__(module, fromlist=[name]), name)(**data["init_args"])
+    dm = build(data)
     assert dm.hparams.train == ["skimage:train"] and dm.scale == cfg["data"]["init_args"]["scale"]
+    assert type(dm.recipe).__name__ == data["init_args"]["recipe"]["class_path"].rpartition(".")[2]
