@@ -108,7 +108,10 @@ def evaluation_pair(recipe: Recipe, batch: dict, scale: int, channels: Channels 
     name = batch["name"][0]
     pair = recipe.degrade_batch(batch, scale, channels, torch.Generator().manual_seed(image_seed(name, seed)))
     if channels is not None:
-        pair = {k: _map_image(v, channels) if k in IMAGE_KEYS else v for k, v in pair.items()}
+        # "y": the target stays in the file's colours, so that the protocol takes the Y of the 8-bit RGB file
+        # unrounded, as the SR papers' scripts and the benchmark do (a Y converted here would be rounded again)
+        kept = ("target",) if channels == "y" else ()
+        pair = {k: _map_image(v, channels) if k in IMAGE_KEYS and k not in kept else v for k, v in pair.items()}
     source = next(v for v in batch.values() if torch.is_tensor(v) and v.ndim >= 4)  # N×C×H×W or N×T×C×H×W
     return {**pair, "name": [name], "gray": torch.full((1,), source.shape[-3] == 1)}
 
@@ -138,8 +141,8 @@ class BicubicSR(Recipe):
         n = len(clean)
         sigma = torch.zeros(n)
         if self.noise_range[1] > 0:
-            if channels is not None:
-                clean, lr = to_channels(clean, channels), to_channels(lr, channels)
+            if channels is not None:  # σ must mean the same at training and evaluation: noise in the pair's colours
+                lr = to_channels(lr, channels)
             sigma = draw_per_image(n, self.noise_range, generator)
             lr = d.add_gaussian_noise(lr, sigma, generator)
         return {"degraded": lr, "upsampled": bicubic_upsample(lr, scale), "target": clean,

@@ -67,11 +67,12 @@ class Protocol:
         return cls(space, scale if scale > 1 else 0, **options)
 
     def view(self, x: torch.Tensor, gray: bool = False, round_to_8bit: bool | None = None) -> torch.Tensor:
-        """What the metrics see of ``x`` (…×C×H×W). On Y, an image flagged ``gray`` (a gray file an RGB net saw
-        replicated) is measured as gray, its own Y (the MATLAB convention), so its score does not depend on
-        the net's colour space; a 1-channel image is its own Y anyway. ``round_to_8bit`` overrides the
+        """What the metrics see of ``x`` (…×C×H×W). An image flagged ``gray`` (a gray file an RGB net saw
+        replicated) is measured as gray (on Y: its own Y, the MATLAB convention), in every space, so its score
+        does not depend on the net's colour space and equals the benchmark's, where a gray file stays gray; a
+        1-channel image is its own Y anyway. ``round_to_8bit`` overrides the
         protocol's for inputs measured as the nets receive them (float noisy images)."""
-        if (gray and self.space == "y") or self.space == "gray":
+        if gray or self.space == "gray":
             x = rgb_to_gray(x)
         rounded = self.round_to_8bit if round_to_8bit is None else round_to_8bit
         return evaluation_view(x, self.shave, y_channel=self.space == "y", round_to_8bit=rounded)

@@ -19,11 +19,13 @@ from typing import Sequence
 
 import torch
 
-from datamodules.image_ops import bicubic_upsample, quantize
-from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
-from lightning_modules.metrics import evaluation_view, psnr_ssim
-from restorelab.benchmark import noisy_input, sr_input
 from datamodules.errors import AnticipatedError
+from datamodules.image_ops import mod_crop, quantize
+from datamodules.recipes import evaluation_pair
+from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
+from lightning_modules.classical import baseline_for
+from lightning_modules.protocol import Protocol
+from restorelab.benchmark import at_level, protocol_for, task_recipe
 from restorelab.checkpointing import CheckpointError
 from restorelab.predict import DEFAULT_TILE, add_inference_options, inference_options, load_restorer, pick_device
 
@@ -76,52 +78,52 @@ def draw(panels: Sequence[tuple[str, torch.Tensor]], out: str | Path, panel: int
 def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[str | Path], out: str | Path,
             scale: int | None = None, sigma: float | None = None, names: Sequence[str] | None = None,
             panel: int = 256, tile: int | None = DEFAULT_TILE, device: str = "auto",
-            budget: int | None = None) -> list[tuple[str, float, float]]:
+            budget: int | None = None, kernel: str | None = None) -> list[tuple[str, float, float]]:
     """Write the figure; returns (caption name, whole-image PSNR, crop PSNR) per panel after HR. ``tile`` and
-    ``budget`` (bytes) as in ``restorelab.predict.load_restorer``."""
-    restorers = [load_restorer(p, pick_device(device), tile, budget=budget) for p in ckpts]
-    for r, name in zip(restorers, names or []):
-        r.label = name
+    ``budget`` (bytes) as in ``restorelab.predict.load_restorer``; ``kernel`` as ``restorelab benchmark --kernel``."""
+    methods = [load_restorer(p, pick_device(device), tile, budget=budget) for p in ckpts]
+    for m, name in zip(methods, names or []):
+        m.label = name
     image = Path(image)
     clean = read_image(image)[None]
-    if sigma is None:
-        scale = scale or (restorers[0].scale if restorers else 3)
-        for r in restorers:
-            if r.scale != scale:
-                raise CheckpointError(f"{r.path}: checkpoint is x{r.scale}, but --scale {scale} was asked")
-        degraded, clean = sr_input(clean, scale)
-        base_name, base = "Bicubic", quantize(bicubic_upsample(degraded, scale))
-        shave, y_channel = scale, True
+    task = "sr" if sigma is None else "denoise"
+    if task == "sr":
+        scale = scale or (methods[0].trained_scale if methods else 3)
         title = f"x{scale}: PSNR on Y (BT.601), border shaved by {scale}; crop PSNR in brackets"
     else:
-        for r in restorers:
-            if r.scale != 1:
-                raise CheckpointError(f"{r.path}: a x{r.scale} SR checkpoint, not a denoiser (--sigma given)")
-        degraded = noisy_input(image.name, clean, sigma)
-        base_name, base = f"Noisy (σ={sigma:g})", degraded
-        shave, y_channel = 0, False
+        scale = 1
         title = f"σ={sigma:g}: PSNR on RGB (gray as is); crop PSNR in brackets"
+    for m in methods:
+        if not m.covers(task, scale):
+            own = f"x{', x'.join(map(str, m.scales))}" if m.task == "sr" else f"a {m.task} net"
+            raise CheckpointError(f"{m.path}: checkpoint restores {own}, not "
+                                  f"{f'--scale {scale}' if task == 'sr' else 'denoising (--sigma given)'}")
     x, y, w, h = box
     height, width = clean.shape[-2:]
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
         raise AnticipatedError(f"--box {x} {y} {w} {h} is not inside the {width}x{height} image {image}")
-    for r in restorers:
-        r.check_input(clean.shape[1], what=f"image {image}")
+    for m in methods:
+        m.check_input(clean.shape[1], what=f"image {image}")
 
+    recipe = at_level(task_recipe(task, kernel), sigma if sigma is not None else scale)
+    pair = evaluation_pair(recipe, {"target": mod_crop(clean, scale), "name": [image.name]}, scale, None)
+    clean = pair["target"]
+    protocol = protocol_for(task, scale, extra=False)
     crop = lambda t: t[..., y : y + h, x : x + w]  # noqa: E731
-    # (caption name, image shown, what is measured, rounded to 8 bit before measuring?) as the benchmark does;
-    # the noisy input is measured unrounded, as the nets receive it
-    outputs = [(base_name, base, base, sigma is None)]
-    for r in restorers:
-        shown, measured = r.restore(degraded, what=str(image))
-        outputs.append((r.label, shown, measured if sigma is None else shown, True))
-    panels, scores = [("HR" if sigma is None else "clean", crop(clean))], []
-    for name, shown, measured, rounded in outputs:
-        view = lambda t, border: evaluation_view(t, border, y_channel, round_to_8bit=rounded)  # noqa: E731
-        whole = psnr_ssim(view(measured, shave), view(clean, shave))[0]
-        local = psnr_ssim(view(crop(measured), 0), view(crop(clean), 0))[0]
-        panels.append((f"{name}\n{whole:.2f} dB ({local:.2f} dB)", crop(shown)))
-        scores.append((name, whole, local))
+    baseline = baseline_for(task)
+    if task == "denoise":
+        baseline.label = f"Noisy (σ={sigma:g})"
+    panels, scores = [("HR" if task == "sr" else "clean", crop(clean))], []
+    for m in (baseline, *methods):
+        shown, measured = m.restore(pair, what=str(image))
+        if task == "sr" and m is baseline:
+            shown = quantize(shown)
+        rounded = False if m.measured_as_given else None
+        whole = protocol.score(protocol.view(measured, round_to_8bit=rounded), protocol.view(clean))["psnr"]
+        local_view = Protocol(protocol.space, 0, protocol.round_to_8bit)
+        local = local_view.score(local_view.view(crop(measured), round_to_8bit=rounded), local_view.view(crop(clean)))["psnr"]
+        panels.append((f"{m.label}\n{whole:.2f} dB ({local:.2f} dB)", crop(shown)))
+        scores.append((m.label, whole, local))
     draw(panels, out, panel, title)
     return scores
 
@@ -136,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--names", nargs="*", default=None, help="captions for the checkpoints, in order")
     parser.add_argument("--scale", type=int, default=None, help="SR factor (default: the checkpoints', else 3)")
     parser.add_argument("--sigma", type=float, default=None, help="denoising instead of SR: noise level (0..255)")
+    parser.add_argument("--kernel", default=None, help="SR: a named test kernel or a kernel file, as for benchmark")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--panel", type=int, default=256, help="longer side of each zoomed crop, pixels")
     parser.add_argument("--data_root", default=None)
@@ -147,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = inference_options(args)["budget"]
     image = resolve_image(args.image, args.data_root)
     scores = compare(image, tuple(args.box), args.ckpt, args.out, args.scale, args.sigma, args.names,
-                     args.panel, args.tile, args.device, budget)
+                     args.panel, args.tile, args.device, budget, args.kernel)
     for name, whole, local in scores:
         print(f"{name}: {whole:.2f} dB (crop {local:.2f} dB)")
     print(f"wrote {args.out}")

@@ -29,89 +29,31 @@ Every reader of ``datamodules.sources`` applies: 16-bit files are scaled to [0, 
 dropped (outputs are opaque RGB or gray; re-composite yourself if you need transparency). Outputs carry no
 metadata (OpenCV's PNG encoder writes pixels only).
 
-``Restorer`` and ``load_restorer`` are shared with ``restorelab benchmark`` and ``restorelab compare``.
+``load_restorer`` (a checkpoint behind the restorer interface, ``lightning_modules.restorer``) is shared with
+``restorelab benchmark`` and ``restorelab compare``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import torch
 from torch import nn
 
-from datamodules.image_ops import bicubic_upsample, quantize, rgb_to_ycbcr, to_channels, ycbcr_to_rgb
+from datamodules.image_ops import quantize
 from datamodules.errors import AnticipatedError
 from datamodules.sources import ImageSourceError, read_image, resolve_source
-from lightning_modules.inference import (BUDGET_ENV, budgeted_forward, check_tile, default_budget, image_bytes,
-                                         parse_budget, self_ensemble)
-from restorelab.checkpointing import CheckpointError, read_checkpoint
+from lightning_modules.inference import BUDGET_ENV, check_tile, parse_budget
+from lightning_modules.restorer import NetRestorer
+from restorelab.checkpointing import CheckpointError, load_scheme, read_checkpoint
 
 DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
 OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
-
-
-@dataclass
-class Restorer:
-    """A trained net ready for whole images: ``restorer(degraded)`` -> restored, both 1×C×H×W in [0, 1] (C = 1
-    or 3, the image's own colours); ``scale`` is the SR factor of the task (1 for denoising/deblurring)."""
-
-    net: nn.Module
-    scale: int
-    channels: str  # the training colour space: "y", "rgb" or "gray"
-    path: Path
-    label: str
-    tile: int | None = DEFAULT_TILE  # 0: one pass over the whole image; None: chosen within the budget
-    ensemble: bool = False
-    device: torch.device = torch.device("cpu")
-    budget: int | None = None  # bytes; None: lightning_modules.inference.default_budget of the device
-    on_tile: Callable[[int, int], None] | None = None  # progress: (tiles done, tiles) of the current pass
-
-    def check_input(self, image_channels: int, what: str = "input") -> None:
-        if self.channels == "gray" and image_channels == 3:
-            raise CheckpointError(f"{self.path}: net trained on gray images (channels: gray) cannot restore the "
-                                  f"colour {what}; convert it to gray first")
-
-    def forward(self, x: torch.Tensor, what: str = "") -> torch.Tensor:
-        """The net on images already in its colour space, at the degraded resolution, in one pass or exact tiles
-        within the memory budget (``MemoryBudgetError``, one line, where neither fits)."""
-        x = x.to(self.device)
-        if self.net.scale == 1 and self.scale > 1:  # SRCNN/VDSR refine the bicubic-upsampled image
-            x = bicubic_upsample(x, self.scale)
-        budget = self.budget if self.budget is not None else default_budget(self.device)
-        if self.ensemble:  # the running sum (output-sized) and the rotated view (input-sized) come on top
-            budget -= image_bytes(self.net, tuple(x.shape))
-        run = partial(budgeted_forward, self.net, budget=budget, tile=self.tile, on_tile=self.on_tile,
-                      options=OPTIONS, what=what)
-        with torch.no_grad():
-            out = self_ensemble(self.net, x, run) if self.ensemble else run(x)
-        return out.cpu()
-
-    def restore(self, degraded: torch.Tensor, what: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-        """(restored image in the input's colours, what the SR papers measure of it): the second is the Y a
-        "y" net computed for a colour image (their scripts never rebuild RGB), else the image itself. ``what``
-        names the image in errors."""
-        c = degraded.shape[-3]
-        self.check_input(c)
-        if self.channels == "rgb":
-            out = self.forward(to_channels(degraded, "rgb"), what)
-            out = to_channels(out, "gray") if c == 1 else out
-            return out, out
-        if c == 1:
-            out = self.forward(degraded, what)
-            return out, out
-        ycbcr = rgb_to_ycbcr(degraded)
-        y = self.forward(ycbcr[:, :1], what)
-        chroma = bicubic_upsample(ycbcr[:, 1:], self.scale) if self.scale > 1 else ycbcr[:, 1:]
-        return ycbcr_to_rgb(torch.cat([y, chroma], dim=1)), y
-
-    def __call__(self, degraded: torch.Tensor, what: str = "") -> torch.Tensor:
-        return self.restore(degraded, what)[0]
 
 
 def _checkpoint_label(path: Path, net: nn.Module) -> str:
@@ -122,13 +64,14 @@ def _checkpoint_label(path: Path, net: nn.Module) -> str:
 
 
 def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int | None = DEFAULT_TILE,
-                  ensemble: bool = False, budget: int | None = None) -> Restorer:
-    """A ``Restorer`` from a ``RestorationModule`` checkpoint saved by the CLI (or any checkpoint with the same
-    ``hyper_parameters`` / ``datamodule_hyper_parameters``); anything else raises ``CheckpointError``. ``tile``
-    (None: automatic, 0: one pass) is checked against the net's minimum here (``MemoryBudgetError``);
-    ``budget`` is in bytes (None: the device's default)."""
-    from lightning_modules.restoration import RestorationModule
-
+                  ensemble: bool = False, budget: int | None = None) -> NetRestorer:
+    """The restorer (``lightning_modules.restorer.NetRestorer``) of a training scheme's checkpoint saved by the CLI
+    (or any checkpoint with the same ``hyper_parameters`` / ``datamodule_hyper_parameters``), rebuilt through the
+    class path it saved; anything else raises ``CheckpointError``. Its task comes from the recipe it was trained
+    on, its SR factors from the net (a sub-pixel net: its own) or the data (a net on the upsampled image: every
+    scale it trained on, so VDSR trained on ×2/×3/×4 is benchmarked at each). ``tile`` (None: automatic, 0: one
+    pass) is checked against the net's minimum here (``MemoryBudgetError``); ``budget`` is in bytes (None: the
+    device's default)."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     if "hyper_parameters" not in ckpt:
@@ -136,10 +79,7 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     if "net" not in ckpt["hyper_parameters"]:
         raise CheckpointError(f"{path}: its hyper_parameters do not record the net (saved by an older restorelab); "
                               "retrain it")
-    try:
-        module = RestorationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot rebuild the net: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    module = load_scheme(path, checkpoint=ckpt)
     net = module.net.eval().to(device)
     data = ckpt.get("datamodule_hyper_parameters") or {}
     in_channels = getattr(net, "in_channels", 1)
@@ -147,8 +87,26 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     if in_channels != (3 if channels == "rgb" else 1):
         raise CheckpointError(f"{path}: net takes {in_channels} channels but was trained on channels={channels}")
     check_tile(net, tile, OPTIONS[0])
-    return Restorer(net, module.scale, channels, path, _checkpoint_label(path, net), tile, ensemble,
-                    torch.device(device), budget)
+    task = recipe_task(path, data) or ("sr" if module.scale > 1 else "denoise")  # saved before recipes: by scale
+    net_scale = getattr(net, "scale", 1)
+    scales = (net_scale,) if net_scale > 1 else tuple(data.get("scales") or [module.scale])
+    restorer = NetRestorer(net, channels, _checkpoint_label(path, net), task, scales, tile, ensemble, device, budget,
+                           OPTIONS)
+    restorer.path, restorer.trained_scale = path, module.scale
+    return restorer
+
+
+def recipe_task(path: Path, data: dict) -> str | None:
+    """The task of the recipe a checkpoint's DataModule was built with (None where it does not record one)."""
+    recipe = data.get("recipe")
+    class_path = recipe.get("class_path") if isinstance(recipe, dict) else None
+    if not class_path:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name or "datamodules.recipes"), name).task
+    except (ImportError, AttributeError):
+        raise CheckpointError(f"{path}: its recipe {class_path} no longer exists") from None
 
 
 def add_inference_options(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
@@ -227,16 +185,17 @@ def output_targets(inputs: Sequence[Path], folder: Path, overwrite: bool = False
     return targets
 
 
-def predict_files(restorer: Restorer, inputs: Sequence[Path], output: Path, progress: bool = False,
-                  overwrite: bool = True) -> list[Path]:
+def predict_files(restorer: NetRestorer, inputs: Sequence[Path], output: Path, progress: bool = False,
+                  overwrite: bool = True, scale: int | None = None) -> list[Path]:
     """Restore every input file into ``output``; returns the written paths. Unreadable files are reported
     and skipped; a colour file given to a gray-only net stops the run (every other file would fail too), and
     so does an image that neither one pass nor any tile fits within the budget (``MemoryBudgetError``).
-    ``progress``: a bar over images and tiles on stderr."""
+    ``progress``: a bar over images and tiles on stderr. ``scale``: the SR factor (None: the one it trained at)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     targets = output_targets(inputs, output, overwrite)
+    scale = scale or restorer.trained_scale
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
@@ -254,10 +213,10 @@ def predict_files(restorer: Restorer, inputs: Sequence[Path], output: Path, prog
                     bar.advance(images)
                     continue
                 restorer.check_input(image.shape[1], what=f"image {path}")
-                save_png(restorer(image, what=str(path)), target)
+                save_png(restorer({"degraded": image, "scale": scale}, what=str(path)), target)
                 written.append(target)
                 h, w = image.shape[-2:]
-                print(f"{path} ({w}x{h}) -> {target} ({w * restorer.scale}x{h * restorer.scale})")
+                print(f"{path} ({w}x{h}) -> {target} ({w * scale}x{h * scale})")
                 bar.advance(images)
         finally:
             restorer.on_tile = None
@@ -271,20 +230,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="image file, folder, or source spec (skimage:val, ...)")
     parser.add_argument("--output", required=True, help="folder for the restored PNGs")
     parser.add_argument("--scale", type=int, default=None,
-                        help="expected SR factor; refused if the checkpoint's differs")
+                        help="SR factor (default: the checkpoint's); refused where the net does not restore it")
     add_inference_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
     restorer = load_restorer(args.ckpt, **inference_options(args))
-    if args.scale is not None and args.scale != restorer.scale:
-        raise CheckpointError(f"{args.ckpt}: checkpoint is x{restorer.scale}, but --scale {args.scale} was asked")
+    if args.scale is not None and args.scale not in restorer.scales:
+        own = ", ".join(f"x{s}" for s in restorer.scales)
+        raise CheckpointError(f"{args.ckpt}: checkpoint restores {own}, but --scale {args.scale} was asked")
     inputs = resolve_source(args.input)
     output = Path(args.output)
     created = not output.exists()
     prepare_output(output)
     try:  # predict_files refuses existing outputs before any work
-        written = predict_files(restorer, inputs, output, progress=not args.no_progress, overwrite=args.overwrite)
+        written = predict_files(restorer, inputs, output, progress=not args.no_progress, overwrite=args.overwrite,
+                                scale=args.scale)
     except BaseException:
         if created and not any(output.iterdir()):  # a run that wrote nothing leaves no folder behind
             output.rmdir()

@@ -11,13 +11,20 @@ import pytest
 import torch
 
 from datamodules.image_ops import quantize
-from restorelab.benchmark import (DENOISING_BASELINE, SR_BASELINE, BenchmarkSet, evaluate_sr, load_set, main,
-                                  markdown_table, noisy_input, run_benchmark, set_means)
+from datamodules.recipes import AWGN, BicubicSR, evaluation_pair
+from lightning_modules.classical import baseline_for
+from restorelab.benchmark import BenchmarkSet, evaluate, load_set, main, markdown_table, run_benchmark, set_means
 from restorelab.predict import load_restorer
 from tests.conftest import REPO
 from tests.test_predict import make_checkpoint, run
 
-PROTOCOL = "PSNR/SSIM on Y (BT.601), border shaved by scale, MATLAB bicubic; gray images used directly as Y"
+PROTOCOL = ("PSNR/SSIM on Y (BT.601), border shaved by scale, LR = MATLAB imresize(HR, 1/s) (bicubic, antialiased), "
+            "rounded to 8 bit; gray images used directly as Y")
+SR_BASELINE, DENOISING_BASELINE = baseline_for("sr").label, baseline_for("denoise").label
+
+
+def noisy_input(name, clean, sigma, seed=0):
+    return evaluation_pair(AWGN(sigma=float(sigma)), {"target": clean, "name": [name]}, 1, None, seed)["degraded"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,7 @@ def test_denoising_inputs_repeat_and_noisy_psnr(datasets_root):
     mean = set_means(first)[("Set12", DENOISING_BASELINE, 25)]["psnr"]
     assert mean == pytest.approx(20 * math.log10(255 / 25), abs=0.1)  # float, unclipped noise
 
-    clean = load_set("Set12", datasets_root).images[0][1]
+    clean = load_set("Set12", datasets_root).samples[0][1]["target"]
     noise = noisy_input("01.png", clean, 25) - clean
     assert torch.equal(noise, noisy_input("01.png", clean, 25) - clean)
     assert not torch.equal(noise, noisy_input("02.png", clean, 25) - clean)
@@ -98,7 +105,7 @@ def test_denoising_inputs_are_the_datamodules_test_pairs():
 
     for channels in ("gray", "rgb"):
         clean = torch.rand(1, 1 if channels == "gray" else 3, 24, 20, generator=torch.Generator().manual_seed(3))
-        data = DenoiseDataModule(noise_sigma=15.0, channels=channels, seed=7)
+        data = DenoiseDataModule(recipe=AWGN(sigma=15.0), channels=channels, seed=7)
         expected = data.fixed_pairs({"target": clean, "name": ["a.png"]})["degraded"]
         assert torch.equal(noisy_input("a.png", clean, 15, seed=7), expected)
 
@@ -109,7 +116,7 @@ def test_checkpoints_run_only_where_they_fit(tmp_path, capsys):
     result = run_benchmark([x3, x2], ["skimage:camera.png"], "sr", scales=[3], extra_metrics=False, progress=False)
     assert {(r["method"], r["scale"]) for r in result.rows} == {(SR_BASELINE, 3), (x3.label, 3)}
     assert any(x2.label in note and "not evaluated" in note for note in result.notes)
-    table = markdown_table(result.rows, "skimage:camera.png")
+    table = markdown_table(result.rows, "skimage:camera.png", result.sentences["skimage:camera.png"])
     assert "MS-SSIM" in table and PROTOCOL in table
 
     # a gray-only denoiser on a set with colour photos: one line, before anything runs
@@ -122,6 +129,7 @@ def test_checkpoints_run_only_where_they_fit(tmp_path, capsys):
 def test_gray_image_is_its_own_y():
     """A one-channel HR is measured as Y directly, not as R=G=B, whose 16..235 Y shrinks every error by 219/255."""
     hr = quantize(torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(0)))
-    gray = evaluate_sr(BenchmarkSet("gray", [("x.png", hr)]), 2, [], extra=False)[0]
-    colour = evaluate_sr(BenchmarkSet("rgb", [("x.png", hr.expand(1, 3, 48, 48))]), 2, [], extra=False)[0]
+    sr = lambda image: evaluate(BenchmarkSet("set", [("x.png", {"target": image})]), BicubicSR(), "sr", 2,  # noqa: E731
+                                [baseline_for("sr")], extra=False)[0]
+    gray, colour = sr(hr), sr(hr.expand(1, 3, 48, 48))
     assert colour["psnr"] - gray["psnr"] == pytest.approx(20 * math.log10(255 / 219), abs=1e-3)

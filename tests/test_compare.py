@@ -8,10 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from restorelab.benchmark import SR_BASELINE, run_benchmark, set_means
+from lightning_modules.classical import baseline_for
+from restorelab.benchmark import run_benchmark, set_means
 from restorelab.compare import CAPTION, GAP, TITLE, compare, main, resolve_image
 from restorelab.predict import load_restorer
 from tests.test_predict import make_checkpoint, run
+
+SR_BASELINE = baseline_for("sr").label
 
 
 @pytest.fixture(scope="module")

@@ -111,9 +111,9 @@ def test_auto_tiling_under_a_small_budget_equals_one_pass(ckpts):
     tiled = load_restorer(ckpts["dncnn_gray"], budget=budget)
     passes = []
     tiled.on_tile = lambda done, total: passes.append(total)
-    out = tiled(image)
+    out = tiled({"degraded": image})
     assert passes and passes[-1] == chosen.passes
-    torch.testing.assert_close(out, one_pass(image), atol=ATOL, rtol=0)
+    torch.testing.assert_close(out, one_pass({"degraded": image}), atol=ATOL, rtol=0)
 
 
 def test_auto_tiling_from_the_command_line(ckpts, tmp_path, capsys):

@@ -41,7 +41,8 @@ def make_checkpoint(folder: Path, kind: str, seed: int = 0) -> Path:
         "hyper_parameters": {"_class_path": "lightning_modules.schemes.supervised.SupervisedScheme",
                              "net": {"class_path": class_path, "init_args": init_args}, "scale": scale,
                              "_instantiator": "lightning.pytorch.cli.instantiate_module"},
-        "datamodule_hyper_parameters": {"scale": scale, "channels": channels},
+        "datamodule_hyper_parameters": {"scale": scale, "channels": channels, "recipe": {
+            "class_path": "datamodules.recipes.BicubicSR" if scale > 1 else "datamodules.recipes.AWGN"}},
     }
     path = folder / f"{kind}.ckpt"
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,11 @@ def png_chunks(path: Path) -> list[bytes]:
         chunks.append(kind)
         pos += 12 + length
     return chunks
+
+
+def as_pair(degraded: torch.Tensor, scale: int) -> dict:
+    """An image file's pair as ``restorelab predict`` makes it: the file is the degraded input."""
+    return {"degraded": degraded, "scale": scale}
 
 
 def run(capsys, *argv, tool: str = "predict") -> tuple[int, str]:
@@ -106,17 +112,17 @@ def test_gray_rgba_16bit_inputs_give_scaled_8bit_pngs(ckpts, tmp_path, capsys):
 def test_rgb_net_keeps_gray_gray_and_y_net_upscales_chroma(ckpts, tmp_path):
     gray = torch.rand(1, 1, 12, 10)
     rgb_net = load_restorer(ckpts["srresnet_rgb_x2"])
-    out = rgb_net(gray)
+    out = rgb_net(as_pair(gray, 2))
     assert out.shape == (1, 1, 24, 20)
     # gray in: the net sees R=G=B and its output's luma comes back
-    full = rgb_net.forward(gray.expand(1, 3, 12, 10))
+    full = rgb_net.run(as_pair(gray.expand(1, 3, 12, 10), 2), "")
     torch.testing.assert_close(out, (full * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True))
 
     from datamodules.image_ops import bicubic_upsample, rgb_to_ycbcr
 
     colour = torch.rand(1, 3, 12, 10)
     y_net = load_restorer(ckpts["srcnn_y_x3"])
-    image, measured = y_net.restore(colour)
+    image, measured = y_net.restore(as_pair(colour, 3))
     ycbcr = rgb_to_ycbcr(image)
     torch.testing.assert_close(ycbcr[:, :1], measured, atol=1e-5, rtol=0)
     torch.testing.assert_close(ycbcr[:, 1:], bicubic_upsample(rgb_to_ycbcr(colour)[:, 1:], 3), atol=1e-5, rtol=0)
@@ -126,8 +132,9 @@ def test_rgb_net_keeps_gray_gray_and_y_net_upscales_chroma(ckpts, tmp_path):
 def test_tiled_equals_untiled(ckpts, kind):
     channels = 3 if kind == "srresnet_rgb_x2" else 1
     image = torch.rand(1, channels, 37, 45, generator=torch.Generator().manual_seed(1))
-    whole = load_restorer(ckpts[kind], tile=0)(image)
-    tiled = load_restorer(ckpts[kind], tile=16)(image)
+    scale = NETS[kind][2]
+    whole = load_restorer(ckpts[kind], tile=0)(as_pair(image, scale))
+    tiled = load_restorer(ckpts[kind], tile=16)(as_pair(image, scale))
     assert tiled.shape == whole.shape
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
 

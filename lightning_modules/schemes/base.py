@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from datamodules.errors import DivergenceError
+from lightning_modules.classical import baseline_for
 from lightning_modules.protocol import ImageQuality, Protocol
 
 # The CLI records the net's class_path/init_args as a hyper-parameter (so a checkpoint rebuilds its own
@@ -64,9 +65,10 @@ class RestorationScheme(L.LightningModule):
         return batch["upsampled"] if getattr(self.net, "scale", 1) == 1 else batch["degraded"]
 
     def baseline(self, batch: dict) -> torch.Tensor:
-        """What the net is measured against: the interpolated input (bicubic for SR; the noisy/blurred image
-        otherwise), at the target's size."""
-        return batch["upsampled"]
+        """What the net is measured against: the table's baseline method (``classical.baseline_for``: bicubic for
+        SR, the noisy/blurred input otherwise), the same restorer the benchmark runs, on the pair in the
+        training colours."""
+        return baseline_for("sr" if self.scale > 1 else "denoise").run(batch, "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
