@@ -151,14 +151,16 @@ def infer_task(methods: Sequence[Restorer], sets: Sequence[str] | None, kernel: 
 
 
 def evaluate(bench: BenchmarkSet, recipe: Recipe, task: str, level: float, methods: Sequence[Restorer],
-             extra: bool = True, seed: int = 0, advance: Callable[[], None] = lambda: None) -> list[dict]:
-    """Per-image rows of every method on one set at one level (the SR scale, or σ for denoising)."""
+             extra: bool = True, seed: int = 0, advance: Callable[[], None] = lambda: None,
+             channels: str | None = None) -> list[dict]:
+    """Per-image rows of every method on one set at one level (the SR scale, or σ for denoising); ``channels``
+    converts the images first (None: their own colours)."""
     scale = int(level) if task == "sr" else 1
     protocol = protocol_for(task, scale, extra)
     rows = []
     for name, sample in bench.samples:
         batch = {k: mod_crop(v, scale) for k, v in sample.items()} | {"name": [name]}
-        pair = evaluation_pair(recipe, batch, scale, None, seed)
+        pair = evaluation_pair(recipe, batch, scale, channels, seed)
         target = protocol.view(pair["target"])
         for method in methods:
             _, measured = method.restore(pair, what=f"{bench.name}/{name}")
@@ -175,10 +177,11 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
                   scales: Sequence[int] = SR_SCALES, sigmas: Sequence[float] = NOISE_SIGMAS,
                   data_root: str | Path | None = None, extra_metrics: bool = True, seed: int = 0,
                   progress: bool = True, kernel: str | None = None, blur: str = "synthetic",
-                  recipe: Recipe | None = None, baseline: bool = True) -> BenchmarkResult:
+                  recipe: Recipe | None = None, baseline: bool = True, channels: str | None = None) -> BenchmarkResult:
     """The task's baseline and every method that covers a level, on every set at every level: the SR scales, the
     denoising σ, or the one deblurring level. ``recipe`` replaces the task's default (``task_recipe``). A method
-    that cannot take a set's images (a gray-only net on colour images) raises before anything runs."""
+    that cannot take a set's images (a gray-only net on colour images) raises before anything runs, unless
+    ``channels`` ("gray", "rgb") converts every image first."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -202,7 +205,7 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
         elif len(own) < len(levels):
             notes.append(f"{m.label}: evaluated at {', '.join(f'x{v:g}' for v in own)} only")
         for bench in benches:
-            for c in sorted({s["target"].shape[1] for _, s in bench.samples}):
+            for c in [{"gray": 1, "rgb": 3}[channels]] if channels else sorted({s["target"].shape[1] for _, s in bench.samples}):
                 m.check_input(c, what=f"images of {bench.name}")
     for bench in benches:
         for level in levels:
@@ -217,7 +220,7 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
         for bench, level, fitting in plan:
             bar.update(job, description=f"{bench.name} {'x' if task == 'sr' else 'σ=' if task == 'denoise' else ''}{level:g}")
             rows += evaluate(bench, at_level(recipe, level), task, level, fitting, extra_metrics, seed,
-                             lambda: bar.advance(job))
+                             lambda: bar.advance(job), channels)
     text = sentence(task, recipe, extra_metrics)
     return BenchmarkResult(rows, notes, {b.name: text for b in benches})
 

@@ -311,3 +311,26 @@ def load_scheme(path: str | Path, map_location="cpu", checkpoint: dict | None = 
         detail = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__}: {type(e).__name__}: {detail}") from None
     return module.eval()
+
+
+def load_recipe(path: str | Path, checkpoint: dict | None = None):
+    """The degradation recipe (``datamodules.recipes``) a checkpoint's DataModule was built with, rebuilt from the
+    class path and options it recorded; None for checkpoints saved before recipes. One line where it cannot be."""
+    from jsonargparse import ArgumentParser
+
+    from datamodules.recipes import Recipe
+
+    path = Path(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
+    recorded = (ckpt.get("datamodule_hyper_parameters") or {}).get("recipe")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict) or "class_path" not in recorded:
+        raise CheckpointError(f"{path}: its recipe is not recorded as a class_path (saved outside the CLI?)")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Recipe, "recipe")
+    try:
+        return parser.instantiate(parser.parse_object({"recipe": recorded})).recipe
+    except Exception as e:  # noqa: BLE001 - a recipe that no longer exists or no longer takes its options
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: cannot rebuild its recipe {recorded['class_path']}: {detail}") from None

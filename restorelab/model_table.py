@@ -2,17 +2,19 @@
 bundled photos against the classical baseline, and write the README's model table (between
 ``<!-- model-table:start -->`` and ``<!-- model-table:end -->``) plus the rows as JSON and CSV.
 
-Each run is ``restorelab fit --config configs/<net>.yaml`` with the CPU-budget overrides listed in ``SPECS``
-(smaller width/depth/patches; Adam at a constant rate, or decayed to 0 over about the steps the budget allows
-where the last weights were otherwise caught mid-spike) and ``--trainer.max_time`` = the budget; no validation
+Each run is ``restorelab fit --config configs/<net>.yaml --config configs/experiment/cpu_budget/<net>.yaml``
+(the nets are the files of that folder, listed in ``TABLE``'s order; each file is the CPU budget: smaller
+width/depth/patches, Adam at a constant rate, or decayed to 0 over about the steps the budget allows where the
+last weights were otherwise caught mid-spike) with ``--trainer.max_time`` = the budget; no validation
 during training, so nothing is selected on the images that are measured: the last weights are evaluated.
-Evaluation is the module's own test loop (``RestorationModule.test_step``: paper protocol, outputs rounded to
-8 bit) on fixed degraded versions of chelsea, coffee and camera:
+Evaluation is ``restorelab benchmark``'s (``run_benchmark``: the recipe the net trained on, the restorer interface,
+the paper protocol, outputs rounded to 8 bit) on fixed degraded versions of chelsea, coffee and camera:
 
     SR        Y channel, border shaved by the scale, vs MATLAB bicubic at ×3 and ×4 (VDSR: one multi-scale net;
               SRResNet: one net per scale)
-    denoise   gray, σ = 25 (one seeded draw per image), vs the noisy input and vs a Gaussian filter
-              (kornia ``gaussian_blur2d``) whose σ is the best of ``GAUSSIAN_SIGMAS`` on these same images
+    denoise   gray, σ = 25 (one seeded draw per image), vs the noisy input (measured unrounded, as the nets receive
+              it) and vs a Gaussian filter (``classical.GaussianFilter``) whose σ is the best of
+              ``GAUSSIAN_SIGMAS`` on the training photos (never on the measured ones)
     deblur    RGB, GoPro-style synthetic blur (7-13 frames along a random camera path, averaged in linear
               light), vs the blurred input
 
@@ -28,9 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import importlib
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from datamodules.errors import AnticipatedError
 
@@ -52,79 +51,67 @@ DEFAULT_BUDGET_SECONDS = 600
 # Candidate σ (pixels) of the Gaussian-filter baseline; the best on the held-out photos is reported.
 GAUSSIAN_SIGMAS = tuple(round(0.5 + 0.1 * i, 1) for i in range(16))  # 0.5 .. 2.0
 
-NET = "--model.init_args.net.init_args"
-MODEL = "--model.init_args"
 DATA = "--data.init_args"
-# CPU runs train with Adam (the papers' decays are spread over days of GPU time) and small batches: in minutes,
-# more updates beat larger batches.
-CONSTANT_ADAM = (f"{MODEL}.optimizer=adam", f"{MODEL}.scheduler=none")
-
-
-def cosine_adam(steps: int) -> tuple[str, ...]:
-    """Adam decayed to 0 over ``steps`` (about what the net reaches in the budget here; max_time still caps
-    the run). For nets whose last weights, at a constant rate, were caught mid-spike after ten minutes:
-    DeepDeblur (no BN) gave outputs of ±4000 on a test photo, SRResNet ×4 a 2 dB brightness drift, SRN fell
-    1 dB below its input after being 0.2 dB above it in a run of the same length."""
-    return (f"{MODEL}.optimizer=adam", f"{MODEL}.scheduler=cosine", f"--trainer.max_steps={steps}")
+# The CPU budgets: one experiment config per net, stacked after the net's own config. The nets of the table are
+# the files of this folder; TABLE says in which order they are listed, and what the table shows of each.
+EXPERIMENTS = REPO / "configs" / "experiment" / "cpu_budget"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # as the table shows it
     paper: str
-    config: str  # relative to the repository root
     task: str  # "sr", "denoise" or "deblur"
     levels: tuple[int, ...]  # SR: scales measured; denoise: σ measured; deblur: ()
-    overrides: tuple[str, ...]  # CPU-budget command-line overrides of the config
-    budget_note: str  # the overrides in words, for the table
+    budget_note: str  # the experiment config in words, for the table
     per_scale: bool = False  # SR nets whose layers depend on the scale (sub-pixel): one training run per scale
+    config: str = ""  # the net's config, relative to the repository root: configs/<key>.yaml
+    experiment: str = ""  # its CPU budget, stacked after it: configs/experiment/cpu_budget/<key>.yaml
 
 
-SPECS: dict[str, ModelSpec] = {
-    "srcnn": ModelSpec(
-        "SRCNN", "Dong et al., TPAMI 2016", "configs/srcnn.yaml", "sr", (3,), (),
-        "config as is (its CPU default: Adam 1e-3, cosine over 15 epochs)"),
-    "vdsr": ModelSpec(
-        "VDSR", "Kim et al., CVPR 2016", "configs/vdsr.yaml", "sr", (3, 4),
-        (f"{NET}.depth=10", f"{NET}.features=32", *CONSTANT_ADAM, f"{MODEL}.lr=1e-3", f"{DATA}.batch_size=16"),
-        "depth 10, 32 filters, batch 16, Adam 1e-3 (paper: 20, 64, 64, SGD 0.1)"),
-    "dncnn_s": ModelSpec(
-        "DnCNN-S", "Zhang et al., TIP 2017", "configs/dncnn_s.yaml", "denoise", (25,),
-        (f"{NET}.depth=6", f"{NET}.features=32", *CONSTANT_ADAM, f"{MODEL}.lr=3e-3", f"{DATA}.batch_size=8"),
-        "depth 6, 32 filters, batch 8, Adam 3e-3 (paper: 17, 64, 128, 1e-3 then 1e-4)"),
-    "dncnn_b": ModelSpec(
-        "DnCNN-B", "Zhang et al., TIP 2017", "configs/dncnn_b.yaml", "denoise", (25,),
-        # batch 16 at the paper's 1e-3: BN's running statistics average over the σ of the last few batches,
-        # and with batch 8 at 3e-3 the last weights were 0.4 dB below the Gaussian filter after 600 s
-        (f"{NET}.depth=6", f"{NET}.features=32", *cosine_adam(5000), f"{MODEL}.lr=1e-3", f"{DATA}.batch_size=16",
-         f"{DATA}.patch_size=40"),
-        "blind σ∈[0, 55]; depth 6, 32 filters, 40² patches, batch 16, Adam 1e-3 cosine to 0 over 5000 steps "
-        "(paper: 20, 64, 50², 128)"),
-    "nlrn": ModelSpec(
-        "NLRN", "Liu et al., NeurIPS 2018", "configs/nlrn.yaml", "denoise", (25,),
-        (f"{NET}.features=32", f"{NET}.steps=3", f"{NET}.window=7", f"{NET}.embed_features=16", *CONSTANT_ADAM,
-         f"{DATA}.batch_size=8", f"{DATA}.patch_size=32"),
-        "32 features, 3 steps, 7×7 window, 32² patches, batch 8, Adam 1e-3 (paper: 128, 12, 45×45, 43², 16)"),
-    "srresnet": ModelSpec(
-        "SRResNet", "Ledig et al., CVPR 2017", "configs/srresnet.yaml", "sr", (3, 4),
-        (f"{NET}.blocks=4", f"{NET}.features=32", *cosine_adam(5500), f"{MODEL}.lr=1e-3", f"{DATA}.patch_size=48",
-         f"{DATA}.batch_size=8"),
-        "4 blocks, 32 channels, 48² HR patches, batch 8, Adam 1e-3 cosine to 0 over 5500 steps "
-        "(paper: 16, 64, 96², 16, 1e-4)",
-        per_scale=True),
-    "deepdeblur": ModelSpec(
-        "DeepDeblur", "Nah et al., CVPR 2017", "configs/deepdeblur.yaml", "deblur", (),
-        (f"{NET}.blocks=3", f"{NET}.features=16", *cosine_adam(5000), f"{MODEL}.lr=1e-3", f"{DATA}.patch_size=64",
-         f"{DATA}.batch_size=4"),
-        "3 ResBlocks of 16 channels per level, 64² patches, batch 4, Adam 1e-3 cosine to 0 over 5000 steps "
-        "(paper: 19 of 64, 256², 4, 5e-5)"),
-    "srn": ModelSpec(
-        "SRN", "Tao et al., CVPR 2018", "configs/srn.yaml", "deblur", (),
-        (f"{NET}.features=16", f"{NET}.blocks=1", *cosine_adam(2500), f"{MODEL}.lr=1e-3", f"{DATA}.patch_size=64",
-         f"{DATA}.batch_size=4"),
-        "16 base channels, 1 ResBlock per stage, 64² patches, batch 4, Adam 1e-3 cosine to 0 over 2500 steps "
-        "(paper: 32, 3, 256², 16, 1e-4)"),
+# What the table says of each net, keyed by the stem of its experiment file, in the table's order. Not CLI
+# options, so not in the configs; the training deltas themselves are only in the YAML files.
+TABLE: dict[str, dict] = {
+    "srcnn": dict(name="SRCNN", paper="Dong et al., TPAMI 2016", task="sr", levels=(3,),
+                  budget_note="config as is (its CPU default: Adam 1e-3, cosine over 15 epochs)"),
+    "vdsr": dict(name="VDSR", paper="Kim et al., CVPR 2016", task="sr", levels=(3, 4),
+                 budget_note="depth 10, 32 filters, batch 16, Adam 1e-3 (paper: 20, 64, 64, SGD 0.1)"),
+    "dncnn_s": dict(name="DnCNN-S", paper="Zhang et al., TIP 2017", task="denoise", levels=(25,),
+                    budget_note="depth 6, 32 filters, batch 8, Adam 3e-3 (paper: 17, 64, 128, 1e-3 then 1e-4)"),
+    "dncnn_b": dict(name="DnCNN-B", paper="Zhang et al., TIP 2017", task="denoise", levels=(25,),
+                    budget_note="blind σ∈[0, 55]; depth 6, 32 filters, 40² patches, batch 16, Adam 1e-3 cosine to 0 "
+                                "over 5000 steps (paper: 20, 64, 50², 128)"),
+    "nlrn": dict(name="NLRN", paper="Liu et al., NeurIPS 2018", task="denoise", levels=(25,),
+                 budget_note="32 features, 3 steps, 7×7 window, 32² patches, batch 8, Adam 1e-3 "
+                             "(paper: 128, 12, 45×45, 43², 16)"),
+    "srresnet": dict(name="SRResNet", paper="Ledig et al., CVPR 2017", task="sr", levels=(3, 4), per_scale=True,
+                     budget_note="4 blocks, 32 channels, 48² HR patches, batch 8, Adam 1e-3 cosine to 0 over 5500 "
+                                 "steps (paper: 16, 64, 96², 16, 1e-4)"),
+    "deepdeblur": dict(name="DeepDeblur", paper="Nah et al., CVPR 2017", task="deblur", levels=(),
+                       budget_note="3 ResBlocks of 16 channels per level, 64² patches, batch 4, Adam 1e-3 cosine to 0 "
+                                   "over 5000 steps (paper: 19 of 64, 256², 4, 5e-5)"),
+    "srn": dict(name="SRN", paper="Tao et al., CVPR 2018", task="deblur", levels=(),
+                budget_note="16 base channels, 1 ResBlock per stage, 64² patches, batch 4, Adam 1e-3 cosine to 0 over "
+                            "2500 steps (paper: 32, 3, 256², 16, 1e-4)"),
 }
+
+
+def load_specs(folder: Path = EXPERIMENTS) -> dict[str, ModelSpec]:
+    """One spec per experiment file of ``folder``, in ``TABLE``'s order; a file without a row there, or a row
+    without a file, is an error (the table could not say what it measured)."""
+    keys = sorted(p.stem for p in Path(folder).glob("*.yaml"))
+    if unlisted := [k for k in keys if k not in TABLE]:
+        raise AnticipatedError(f"{folder}: {', '.join(unlisted)} not in restorelab/model_table.py TABLE "
+                               f"(name, paper, task, levels, budget note)")
+    if missing := [k for k in TABLE if k not in keys]:
+        raise AnticipatedError(f"{folder}: no experiment config for {', '.join(missing)} (TABLE lists them)")
+    folder = Path(folder).resolve()
+    shown = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder  # as the table shows it
+    return {key: ModelSpec(**TABLE[key], config=f"configs/{key}.yaml", experiment=f"{shown}/{key}.yaml")
+            for key in TABLE}
+
+
+SPECS: dict[str, ModelSpec] = load_specs()
 QUIET = ("--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
 
 
@@ -136,7 +123,7 @@ class TrainedRun:
     checkpoint: Path
     steps: int
     seconds: float
-    overrides: tuple[str, ...]
+    overrides: tuple[str, ...]  # command-line words after the two configs (e.g. an SR scale)
 
 
 def max_time(seconds: float) -> str:
@@ -158,16 +145,18 @@ def _own_run_directory():
 
 def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
           run_id: str = "cpu-budget") -> TrainedRun:
-    """``restorelab fit`` of a net's config with its CPU overrides for ``budget_seconds`` of training, in a fresh
-    ``runs_dir/<key>/<run_id>``; returns its last checkpoint, the steps reached and the wall time of the fit."""
+    """``restorelab fit --config configs/<key>.yaml --config configs/experiment/cpu_budget/<key>.yaml`` (then
+    ``extra``) for ``budget_seconds`` of training, in a fresh ``runs_dir/<key>/<run_id>``; returns its last
+    checkpoint, the steps reached, the wall time of the fit and ``extra``."""
     from restorelab.cli import main as cli
 
     spec = SPECS[key]
     run_dir = Path(runs_dir) / key / run_id
     shutil.rmtree(run_dir, ignore_errors=True)
-    overrides = (*spec.overrides, *extra)
-    args = ["fit", "--config", str(REPO / spec.config), f"--runs_dir={runs_dir}", f"--experiment={key}",
-            f"--run_id={run_id}", f"--trainer.max_time={max_time(budget_seconds)}", "--trainer.limit_val_batches=0",
+    overrides = tuple(extra)
+    args = ["fit", "--config", str(REPO / spec.config), "--config", str(REPO / spec.experiment),
+            f"--runs_dir={runs_dir}", f"--experiment={key}", f"--run_id={run_id}",
+            f"--trainer.max_time={max_time(budget_seconds)}", "--trainer.limit_val_batches=0",
             "--test_after_fit=false", *QUIET, *overrides]
     start = time.perf_counter()
     with _own_run_directory():
@@ -185,73 +174,36 @@ def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] 
 # -------------------------------------------------------------------------------------------- evaluation
 
 
-class GaussianFilter(nn.Module):
-    """The classical denoiser, as a net of the suite's contract, so it is measured by the same test loop."""
-
-    def __init__(self, sigma: float, channels: int = 1):
-        super().__init__()
-        self.sigma = sigma
-        self.kernel_size = 2 * math.ceil(3 * sigma) + 1
-        self.scale, self.size_multiple = 1, 1
-        self.in_channels = self.out_channels = channels
-        self.receptive_field = self.kernel_size
-
-    def forward(self, x):
-        from kornia.filters import gaussian_blur2d
-
-        return gaussian_blur2d(x, (self.kernel_size,) * 2, (self.sigma, self.sigma), border_type="reflect")
+HELD_OUT = ["skimage:val"]  # the measured photos
+# The Gaussian filter's σ is chosen on the training photos, never on the measured ones (it learns nothing else).
+FILTER_SELECTION = ["skimage:train"]
 
 
-def held_out_data(checkpoint: Path, **overrides):
-    """The checkpoint's own DataModule (class and hyper-parameters as trained), testing on its validation photos."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["datamodule_hyper_parameters"]
-    module_name, _, class_name = saved["_class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**{k: v for k, v in saved.items() if not k.startswith("_")} | {"test": None} | overrides)
+def benchmark(checkpoint: Path, level: int | float | None, methods=(), sets=HELD_OUT, with_net: bool = True,
+              baseline: bool = True) -> list[dict]:
+    """``restorelab benchmark`` rows of a trained checkpoint (and any classical ``methods``) on ``sets``, under the
+    recipe it trained on (``checkpointing.load_recipe``) at ``level`` (SR scale or σ; None for deblurring): the
+    pairs, restorers and protocol of every other table. A gray-trained net sees the photos in gray."""
+    from restorelab.benchmark import run_benchmark
+    from restorelab.checkpointing import load_recipe
+    from restorelab.predict import load_restorer
+
+    restorer = load_restorer(checkpoint)
+    recipe = load_recipe(checkpoint)
+    levels = [level] if level is not None else [1]
+    return run_benchmark(([restorer] if with_net else []) + list(methods), sets, recipe.task, scales=levels,
+                         sigmas=levels, extra_metrics=False, progress=False, recipe=recipe, baseline=baseline,
+                         channels="gray" if restorer.channels == "gray" else None).rows
 
 
-def test_rows(module, data) -> list[dict]:
-    """Per-image rows of ``RestorationModule.test_step``: image, baseline_psnr/ssim, model_psnr/ssim."""
-    import lightning as L
+def best_gaussian_filter(checkpoint: Path, sigma: float, sigmas: Sequence[float] = GAUSSIAN_SIGMAS):
+    """The Gaussian filter (``classical.GaussianFilter``) of ``sigmas`` with the highest mean PSNR on the training
+    photos (``FILTER_SELECTION``), degraded as the checkpoint's test pairs are."""
+    from lightning_modules.classical import GaussianFilter
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.test(module, datamodule=data, verbose=False)
-    return sorted(module.test_rows, key=lambda r: r["image"])
-
-
-def evaluate(checkpoint: Path, scale: int | None = None, sigma: float | None = None) -> tuple[list[dict], object]:
-    """Rows of a trained checkpoint on the held-out photos (SR at ``scale``, denoising at ``sigma``), and the
-    DataModule that made the pairs."""
-    from lightning_modules.restoration import RestorationModule
-
-    module = RestorationModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True,
-                                                    **({"scale": scale} if scale else {}))
-    data = held_out_data(checkpoint, **({"scale": scale} if scale else {}),
-                         **({"test_sigma": float(sigma)} if sigma is not None else {}))
-    return test_rows(module, data), data
-
-
-def best_gaussian_filter(data, metric_space: str,
-                         sigmas: Sequence[float] = GAUSSIAN_SIGMAS) -> tuple[float, list[dict]]:
-    """(σ, per-image rows) of the Gaussian filter with the highest mean PSNR on the DataModule's test pairs.
-
-    σ is picked on PSNR alone (cheap), then the chosen filter goes through the same test loop as the nets."""
-    from lightning_modules.metrics import evaluation_view
-    from lightning_modules.restoration import RestorationModule
-
-    channels = 3 if data.hparams.channels == "rgb" else 1
-    data.setup("test")
-    pairs = [data.on_after_batch_transfer(batch, 0) for batch in data.test_dataloader()]
-    view = lambda x: evaluation_view(x, 0, y_channel=metric_space == "y")  # noqa: E731
-
-    def mean_psnr(sigma: float) -> float:
-        blur = GaussianFilter(sigma, channels)
-        mse = [torch.mean((view(blur(p["degraded"])) - view(p["target"])) ** 2) for p in pairs]
-        return sum(-10 * math.log10(float(m)) for m in mse) / len(mse)
-
-    sigma = max(sigmas, key=mean_psnr)
-    return sigma, test_rows(RestorationModule(GaussianFilter(sigma, channels), metric_space=metric_space), data)
+    filters = [GaussianFilter(s) for s in sigmas]
+    rows = benchmark(checkpoint, sigma, filters, FILTER_SELECTION, with_net=False, baseline=False)
+    return max(filters, key=lambda f: mean([r for r in rows if r["method"] == f.label], "psnr"))
 
 
 def mean(rows: Sequence[dict], key: str) -> float:
@@ -259,20 +211,30 @@ def mean(rows: Sequence[dict], key: str) -> float:
 
 
 def table_row(spec: ModelSpec, run: TrainedRun, budget_seconds: float, setting: str, baseline: str,
-              baseline_rows: Sequence[dict], baseline_key: str, model_rows: Sequence[dict]) -> dict:
+              baseline_rows: Sequence[dict], model_rows: Sequence[dict]) -> dict:
     """One line of the table: the model's and the baseline's means over the held-out photos, per-image values kept."""
-    b_psnr, b_ssim = mean(baseline_rows, f"{baseline_key}_psnr"), mean(baseline_rows, f"{baseline_key}_ssim")
-    m_psnr, m_ssim = mean(model_rows, "model_psnr"), mean(model_rows, "model_ssim")
+    b_psnr, b_ssim = mean(baseline_rows, "psnr"), mean(baseline_rows, "ssim")
+    m_psnr, m_ssim = mean(model_rows, "psnr"), mean(model_rows, "ssim")
     return {
         "net": spec.name, "paper": spec.paper, "task": spec.task, "setting": setting, "config": spec.config,
-        "budget_seconds": budget_seconds, "steps": run.steps, "train_seconds": round(run.seconds, 1),
-        "threads": torch.get_num_threads(),
+        "experiment": spec.experiment, "budget_seconds": budget_seconds, "steps": run.steps,
+        "train_seconds": round(run.seconds, 1), "threads": torch.get_num_threads(),
         "budget_note": spec.budget_note, "overrides": list(run.overrides), "baseline": baseline,
         "baseline_psnr": b_psnr, "baseline_ssim": b_ssim, "model_psnr": m_psnr, "model_ssim": m_ssim,
         "gain_db": m_psnr - b_psnr, "images": [r["image"] for r in model_rows],
-        "per_image": [{"image": m["image"], "baseline_psnr": b[f"{baseline_key}_psnr"], "model_psnr": m["model_psnr"]}
+        "per_image": [{"image": m["image"], "baseline_psnr": b["psnr"], "model_psnr": m["psnr"]}
                       for b, m in zip(baseline_rows, model_rows)],
     }
+
+
+def split(rows: Sequence[dict], checkpoint: Path) -> tuple[list[dict], list[dict]]:
+    """(baseline rows, the net's rows) of one benchmark, in image order."""
+    from lightning_modules.classical import baseline_for
+
+    task = rows[0]["task"]
+    by_image = lambda label: sorted((r for r in rows if r["method"] == label), key=lambda r: r["image"])  # noqa: E731
+    net = next(r["method"] for r in rows if r["method"] != baseline_for(task).label)
+    return by_image(baseline_for(task).label), by_image(net)
 
 
 def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir: str | Path = "runs/models",
@@ -290,23 +252,23 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
                 per_scale = (f"{DATA}.scale={scale}",) if spec.per_scale else ()
                 run = train(key, budget_seconds, runs_dir, (*per_scale, *extra),
                             run_id=f"cpu-budget-x{scale}" if spec.per_scale else "cpu-budget")
-            images, _ = evaluate(run.checkpoint, scale=scale)
-            rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", images, "baseline", images))
+            base, net = split(benchmark(run.checkpoint, scale), run.checkpoint)
+            rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", base, net))
         return rows
     run = train(key, budget_seconds, runs_dir, extra)
     row = lambda *a: table_row(spec, run, budget_seconds, *a)  # noqa: E731
     if spec.task == "denoise":
         rows = []
-        metric_space = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"][
-            "metric_space"]
         for sigma in levels:
-            images, data = evaluate(run.checkpoint, sigma=sigma)
-            filter_sigma, filtered = best_gaussian_filter(data, metric_space)
-            rows.append(row(f"σ={sigma}", "noisy input", images, "baseline", images))
-            rows.append(row(f"σ={sigma}", f"Gaussian filter σ={filter_sigma:g}", filtered, "model", images))
+            best = best_gaussian_filter(run.checkpoint, sigma)
+            measured = benchmark(run.checkpoint, sigma, [best])
+            base, net = split([r for r in measured if r["method"] != best.label], run.checkpoint)
+            filtered = sorted((r for r in measured if r["method"] == best.label), key=lambda r: r["image"])
+            rows.append(row(f"σ={sigma}", "noisy input", base, net))
+            rows.append(row(f"σ={sigma}", f"Gaussian filter σ={best.sigma:g}", filtered, net))
         return rows
-    images, _ = evaluate(run.checkpoint)
-    return [row("synthetic GoPro-style blur", "blurred input", images, "baseline", images)]
+    base, net = split(benchmark(run.checkpoint, None), run.checkpoint)
+    return [row("synthetic GoPro-style blur", "blurred input", base, net)]
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -321,13 +283,15 @@ def render_table(rows: Sequence[dict]) -> str:
     jobs = sorted({r.get("jobs", 1) for r in rows})
     at_once = (f", {' / '.join(map(str, jobs))} nets training at once, one per core" if jobs != [1] else "")
     lines = [
-        f"Generated by `restorelab models` (`restorelab/model_table.py`): each net trained from its config for "
+        f"Generated by `restorelab models` (`restorelab/model_table.py`): each net trained from its config, "
+        "stacked with its CPU-budget experiment config (`configs/experiment/cpu_budget/`), for "
         f"{' / '.join(f'{b:g}' for b in budgets)} s of wall-clock time on this machine's CPU "
-        f"({' / '.join(map(str, threads)) or '?'} torch thread{'s' if threads != [1] else ''}{at_once}), with the overrides "
-        "stated (steps reached in the budget column), no validation during training, last weights measured. "
+        f"({' / '.join(map(str, threads)) or '?'} torch thread{'s' if threads != [1] else ''}{at_once}), the budget "
+        "in words and the steps reached in the budget column, no validation during training, last weights measured. "
         "Held-out photos chelsea, coffee, camera; mean over the three. SR: PSNR/SSIM on Y, border shaved by the "
-        "scale, MATLAB bicubic; denoising: gray, one seeded noise draw per image, the Gaussian filter's σ the best "
-        f"of {GAUSSIAN_SIGMAS[0]}-{GAUSSIAN_SIGMAS[-1]} on these same images; deblurring: RGB, blur synthesised "
+        "scale, MATLAB bicubic; denoising: gray, one seeded noise draw per image, the noisy input measured "
+        f"unrounded, the Gaussian filter's σ the best of {GAUSSIAN_SIGMAS[0]}-{GAUSSIAN_SIGMAS[-1]} on the training "
+        "photos (never on the measured ones); deblurring: RGB (gray photos as gray), blur synthesised "
         "from 7-13 frames along a random camera path (GoPro-style). Outputs rounded to 8 bit. Minutes of CPU, "
         "not the papers' GPU-days: these show that each recipe learns, not the published numbers.",
         "",
@@ -336,9 +300,10 @@ def render_table(rows: Sequence[dict]) -> str:
         "|---|---|---|---|---|---|---:|---:|---:|",
     ]
     for r in rows:
+        config = f"`{r['config']}`" + (f" + `{r['experiment']}`" if r.get("experiment") else "")
         budget = f"{r['steps']} steps, {r['train_seconds'] / 60:.1f} min; {r['budget_note']}"
         lines.append(
-            f"| {r['net']} | {r['paper']} | {TASK_NAMES[r['task']]} {r['setting']} | `{r['config']}` | {budget} | "
+            f"| {r['net']} | {r['paper']} | {TASK_NAMES[r['task']]} {r['setting']} | {config} | {budget} | "
             f"{r['baseline']} | {r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} | "
             f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f} | {r['gain_db']:+.2f} |")
     return "\n".join(lines)
@@ -354,8 +319,9 @@ def rewrite_readme(path: str | Path, body: str) -> None:
     path.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:])
 
 
-CSV_FIELDS = ("net", "paper", "task", "setting", "config", "budget_seconds", "steps", "train_seconds", "threads", "jobs",
-              "baseline", "baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim", "gain_db", "overrides")
+CSV_FIELDS = ("net", "paper", "task", "setting", "config", "experiment", "budget_seconds", "steps", "train_seconds",
+              "threads", "jobs", "baseline", "baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim", "gain_db",
+              "overrides")
 
 
 def write_rows(rows: Sequence[dict], out: str | Path) -> None:

@@ -35,7 +35,6 @@ metadata (OpenCV's PNG encoder writes pixels only).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +49,7 @@ from datamodules.errors import AnticipatedError
 from datamodules.sources import ImageSourceError, read_image, resolve_source
 from lightning_modules.inference import BUDGET_ENV, check_tile, parse_budget
 from lightning_modules.restorer import NetRestorer
-from restorelab.checkpointing import CheckpointError, load_scheme, read_checkpoint
+from restorelab.checkpointing import CheckpointError, load_recipe, load_scheme, read_checkpoint
 
 DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
 OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
@@ -87,26 +86,14 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     if in_channels != (3 if channels == "rgb" else 1):
         raise CheckpointError(f"{path}: net takes {in_channels} channels but was trained on channels={channels}")
     check_tile(net, tile, OPTIONS[0])
-    task = recipe_task(path, data) or ("sr" if module.scale > 1 else "denoise")  # saved before recipes: by scale
+    recipe = load_recipe(path, ckpt)
+    task = recipe.task if recipe is not None else "sr" if module.scale > 1 else "denoise"  # saved before recipes
     net_scale = getattr(net, "scale", 1)
     scales = (net_scale,) if net_scale > 1 else tuple(data.get("scales") or [module.scale])
     restorer = NetRestorer(net, channels, _checkpoint_label(path, net), task, scales, tile, ensemble, device, budget,
                            OPTIONS)
     restorer.path, restorer.trained_scale = path, module.scale
     return restorer
-
-
-def recipe_task(path: Path, data: dict) -> str | None:
-    """The task of the recipe a checkpoint's DataModule was built with (None where it does not record one)."""
-    recipe = data.get("recipe")
-    class_path = recipe.get("class_path") if isinstance(recipe, dict) else None
-    if not class_path:
-        return None
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name or "datamodules.recipes"), name).task
-    except (ImportError, AttributeError):
-        raise CheckpointError(f"{path}: its recipe {class_path} no longer exists") from None
 
 
 def add_inference_options(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:

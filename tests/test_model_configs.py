@@ -20,21 +20,27 @@ PAPER_VALUES = {
     "vdsr": {"net.depth": 20, "net.features": 64, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
              "weight_decay": 1e-4, "scheduler": "step", "step_size": 20, "gamma": 0.1, "clip_grad": 0.01,
              "clip_algorithm": "value", "clip_grad_by_lr": True, "data.scales": [2, 3, 4], "data.batch_size": 64,
+             "data.recipe": "datamodules.recipes.BicubicSR",
              "data.channels": "y", "max_epochs": 80, "loss_reduction": "sum", "data.train_crop": 41},
     "dncnn_s": {"net.depth": 17, "net.features": 64, "optimizer": "adam", "lr": 1e-3, "milestones": [30],
-                "data.noise_sigma": 25.0, "data.patch_size": 40, "data.batch_size": 128, "max_epochs": 50,
+                "data.recipe": "datamodules.recipes.AWGN", "data.recipe.sigma": 25.0, "data.recipe.clip": False,
+                "data.patch_size": 40, "data.batch_size": 128, "max_epochs": 50,
                 "loss_reduction": "sum"},
-    "dncnn_b": {"net.depth": 20, "net.features": 64, "data.noise_sigma": [0.0, 55.0], "data.test_sigma": 25.0,
-                "data.patch_size": 50, "data.batch_size": 128},
+    "dncnn_b": {"net.depth": 20, "net.features": 64, "data.recipe": "datamodules.recipes.AWGN",
+                "data.recipe.sigma": [0.0, 55.0], "data.recipe.test_sigma": 25.0, "data.patch_size": 50,
+                "data.batch_size": 128},
     "nlrn": {"net.features": 128, "net.steps": 12, "net.window": 45, "lr": 1e-3, "gamma": 0.5, "clip_grad": 2.5,
-             "clip_algorithm": "tensor_norm", "data.patch_size": 43, "data.batch_size": 16, "data.noise_sigma": 25.0},
+             "clip_algorithm": "tensor_norm", "data.patch_size": 43, "data.batch_size": 16, "data.recipe.sigma": 25.0},
     "srresnet": {"net.blocks": 16, "net.features": 64, "net.scale": 4, "optimizer": "adam", "lr": 1e-4,
-                 "loss": "mse", "data.scale": 4, "data.patch_size": 96, "data.batch_size": 16, "data.channels": "rgb"},
+                 "loss": "mse", "data.scale": 4, "data.patch_size": 96, "data.batch_size": 16, "data.channels": "rgb",
+                 "data.recipe": "datamodules.recipes.BicubicSR"},
     "deepdeblur": {"net.blocks": 19, "net.features": 64, "net.kernel_size": 5, "net.scales": 3, "lr": 5e-5,
-                   "loss": "mse", "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 4},
+                   "loss": "mse", "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 4,
+                   "data.recipe": "datamodules.recipes.MotionBlur", "data.recipe.source": "synthetic",
+                   "data.recipe.n_frames": [7, 13], "data.recipe.camera_gamma": 2.2},
     "srn": {"net.features": 32, "net.blocks": 3, "net.use_lstm": True, "net.scales": 3, "lr": 1e-4,
             "data.pyramid_levels": 3, "data.patch_size": 256, "data.batch_size": 16, "scheduler": "poly",
-            "power": 0.3},
+            "power": 0.3, "data.recipe.source": "synthetic", "data.recipe.n_frames": [7, 13]},
 }
 
 NET, MODEL, DATA = "--model.init_args.net.init_args", "--model.init_args", "--data.init_args"
@@ -61,7 +67,12 @@ def printed_config(capsys, name: str, *args: str) -> dict:
 
 
 def lookup(cfg: dict, key: str):
-    """``net.x`` / ``data.x`` / ``max_epochs`` / a module argument, in a printed config."""
+    """``net.x`` / ``data.x`` / ``data.recipe`` (its class) / ``data.recipe.x`` / ``max_epochs`` / a module argument,
+    in a printed config."""
+    if key == "data.recipe":
+        return cfg["data"]["init_args"]["recipe"]["class_path"]
+    if key.startswith("data.recipe."):
+        return cfg["data"]["init_args"]["recipe"]["init_args"][key[len("data.recipe."):]]
     if key.startswith("net."):
         return cfg["model"]["init_args"]["net"]["init_args"][key[4:]]
     if key.startswith("data."):
@@ -162,16 +173,20 @@ def test_models_command_keeps_other_nets_rows_and_writes_json_and_csv(tmp_path, 
     assert "32.00 / 0.8500" in inside and "25.00 / 0.8500" in inside and "29.00" not in inside
 
 
-def test_gaussian_filter_baseline_picks_the_best_sigma(run_env):
-    from datamodules.restoration import DenoiseDataModule
+def test_gaussian_filter_baseline_is_chosen_on_the_training_photos(tmp_path):
+    from tests.test_predict import make_checkpoint
 
-    data = DenoiseDataModule(noise_sigma=25.0, val=["skimage:camera.png"], channels="gray")
-    sigma, rows = mt.best_gaussian_filter(data, "y", sigmas=(0.3, 1.0, 4.0))
-    assert sigma == 1.0
-    (row,) = rows
-    assert row["image"] == "camera.png"
-    # smoothing σ = 25 noise helps a lot over the noisy input (about 20.2 dB on camera)
-    assert row["model_psnr"] > row["baseline_psnr"] + 4
+    path = make_checkpoint(tmp_path, "dncnn_gray")  # a gray σ=25 denoiser: its recipe degrades the photos
+    best = mt.best_gaussian_filter(path, 25, sigmas=(0.3, 1.0, 4.0))
+    assert best.sigma == 1.0
+    chosen = mt.benchmark(path, 25, [best], sets=mt.FILTER_SELECTION, with_net=False)
+    assert {r["image"] for r in chosen}.isdisjoint({"chelsea.png", "coffee.png", "camera.png"})
+    rows = mt.benchmark(path, 25, [best])
+    base, net = mt.split([r for r in rows if r["method"] != best.label], path)
+    filtered = [r for r in rows if r["method"] == best.label]
+    assert [r["image"] for r in base] == [r["image"] for r in net] == ["camera.png", "chelsea.png", "coffee.png"]
+    # smoothing σ = 25 noise helps a lot over the noisy input (about 20.2 dB)
+    assert mt.mean(filtered, "psnr") > mt.mean(base, "psnr") + 4
 
 
 def test_max_time_is_lightnings_format():
