@@ -12,9 +12,8 @@ import time
 
 import torch
 
-from datamodules import image_ops as d
+from datamodules.recipes import AWGN, JPEG, BicubicSR, ClassicalSR, MotionBlur
 
-KINDS = ("bicubic", "blur_bicubic", "noise", "jpeg", "motion_frames")
 
 
 def _crops(n: int, patch: int, generator: torch.Generator) -> torch.Tensor:
@@ -27,21 +26,24 @@ def _crops(n: int, patch: int, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([photo[:, t:t + patch, l:l + patch] for t, l in zip(tops, lefts)])
 
 
+RECIPES = {  # the recipe objects the DataModules train with, at the options of a typical blind setting
+    "bicubic": lambda: BicubicSR(),
+    "blur_bicubic": lambda: ClassicalSR(kernel="random_gaussian", noise_sigma=(0, 15)),
+    "noise": lambda: AWGN(sigma=(0, 55)),
+    "jpeg": lambda: JPEG(jpeg_quality=(10, 95)),
+    "motion_frames": lambda: MotionBlur(),
+}
+
+
+KINDS = tuple(RECIPES)
+
+
 def _synthesiser(kind: str, scale: int):
-    """hr, generator -> degraded input for one degradation kind."""
-    if kind == "bicubic":
-        return lambda hr, g: d.bicubic_downsample(hr, scale)
-    if kind == "blur_bicubic":
-        return lambda hr, g: d.classical_degradation(hr, scale, d.random_gaussian_kernel(len(hr), generator=g),
-                                                     "blur_bicubic", noise_sigma=d.sample_sigma(len(hr), 0, 15, g),
-                                                     generator=g)
-    if kind == "noise":
-        return lambda hr, g: d.add_gaussian_noise(hr, d.sample_sigma(len(hr), 0, 55, g), g)
-    if kind == "jpeg":
-        return lambda hr, g: d.jpeg_compress(hr, torch.randint(10, 96, (len(hr),), generator=g, device=g.device))
-    if kind == "motion_frames":
-        return lambda hr, g: d.synthetic_motion_blur(hr, generator=g)[0]
-    raise ValueError(f"measure_synthesis_rate: kind must be one of {KINDS}, got {kind!r}")
+    """hr, generator -> the pair of one degradation kind: the recipe itself, as a training step calls it."""
+    if kind not in RECIPES:
+        raise ValueError(f"measure_synthesis_rate: kind must be one of {KINDS}, got {kind!r}")
+    recipe = RECIPES[kind]()
+    return lambda hr, g: recipe(hr, scale if recipe.task == "sr" else 1, None, g)
 
 
 def _sync(device: torch.device) -> None:

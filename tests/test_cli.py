@@ -93,14 +93,14 @@ def test_the_old_data_options_are_refused_by_name(run_env, capsys, old):
 @pytest.mark.parametrize("config, override, message", [
     ("configs/denoise.yaml", f"{RECIPE}.init_args.sigma=-5",
      "data.init_args.recipe.init_args.sigma=-5.0 must be a number or a [low, high] range"),
-    ("configs/sr_blur.yaml", f"{RECIPE}.init_args.kernel=gd_2.0",  # sr_blur.yaml names order blur_bicubic
+    ("configs/sr_blur.yaml", f"{RECIPE}.init_args.kernel=gd_2.0 {RECIPE}.init_args.order=blur_bicubic",
      "data.init_args.recipe.init_args.order='blur_bicubic' contradicts kernel='gd_2.0'"),
     ("configs/deblur.yaml", f"{RECIPE}.init_args.n_frames=[8, 8]",
      "data.init_args.recipe.init_args.n_frames=(8, 8) must include an odd count"),
 ])
 def test_bad_recipe_values_are_one_line_naming_the_recipe_option(run_env, capsys, config, override, message):
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", config, override, f"--runs_dir={run_env}", "--trainer.logger=false"])
+        main(["fit", "--config", config, *(o if i == 0 else "--data" + o for i, o in enumerate(override.split(" --data"))), f"--runs_dir={run_env}", "--trainer.logger=false"])
     assert e.value.code != 0
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("restorelab: error:")]
     assert len(errors) == 1 and message in errors[0], errors
