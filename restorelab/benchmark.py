@@ -200,8 +200,10 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
     for m in methods:
         own = [level for level in levels if m.covers(task, int(level) if task == "sr" else 1)]
         if not own:
-            notes.append(f"{m.label}: a {m.task or 'any'}-task method of scales {list(m.scales or [])}, not evaluated "
-                         f"({task} {', '.join(f'{v:g}' for v in levels)} asked)")
+            made_for = (f"a x{', x'.join(map(str, m.scales))} SR checkpoint" if m.task == "sr" and m.scales else
+                        f"a {m.task} method" if m.task else "not for these levels")
+            asked = ", ".join(f"x{v:g}" for v in levels) if task == "sr" else task
+            notes.append(f"{m.label}: {made_for}, not evaluated ({asked} asked)")
         elif len(own) < len(levels):
             notes.append(f"{m.label}: evaluated at {', '.join(f'x{v:g}' for v in own)} only")
         for bench in benches:

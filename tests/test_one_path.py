@@ -142,3 +142,22 @@ def test_a_deblurring_checkpoint_on_synthetic_blur(tmp_path):
     bench = benchmark_rows(result.rows, restorer.label)
     for image, row in loop.items():
         assert bench[image]["psnr"] == pytest.approx(row["model_psnr"], abs=SAME), image
+
+
+def test_deblurring_on_real_gopro_pairs_from_the_command_line(tmp_path, capsys):
+    from tests.test_datamodules import u8, write_png
+
+    split = tmp_path / "GOPRO_Large" / "test"
+    for sequence in ("GOPR0384_11_00", "GOPR0385_11_01"):
+        for kind in ("blur_gamma", "sharp"):
+            (split / sequence / kind).mkdir(parents=True)
+        rng = torch.Generator().manual_seed(len(sequence))
+        sharp = u8((torch.rand(40, 36, 3, generator=rng) * 255).numpy())
+        write_png(split / sequence / "sharp" / "000001.png", sharp)
+        write_png(split / sequence / "blur_gamma" / "000001.png", 255 - sharp)  # a "blur" no method undoes
+    code = main(["--task", "deblur", "--blur", "gopro", "--sets", str(split), "--no_progress",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "**test** (2 images)" in table and "real GoPro_Large pairs (blur_gamma)" in table
+    assert "| Blurred input |" in table
