@@ -333,9 +333,11 @@ def load_kernel(path) -> torch.Tensor:
                 raise ValueError(f"expected exactly one 2-D array, found {len(arrays)}")
             k = arrays[0]
         else:
-            from PIL import Image
+            import cv2
 
-            k = np.asarray(Image.open(path))
+            k = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # non-ASCII paths too
+            if k is None:
+                raise ValueError("not an image OpenCV can decode")
             k = k.mean(axis=-1) if k.ndim == 3 else k
         k = np.asarray(k, dtype=np.float64)
     except Exception as e:  # unreadable file: say which one, in one line
