@@ -335,7 +335,8 @@ def load_kernel(path) -> torch.Tensor:
         else:
             import cv2
 
-            k = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)  # non-ASCII paths too
+            data = np.fromfile(path, np.uint8)  # read by numpy: non-ASCII paths too
+            k = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
             if k is None:
                 raise ValueError("not an image OpenCV can decode")
             k = k.mean(axis=-1) if k.ndim == 3 else k
