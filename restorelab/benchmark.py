@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-
 from datamodules.errors import AnticipatedError
 from datamodules.gopro import gopro_pairs
 from datamodules.image_ops import mod_crop
