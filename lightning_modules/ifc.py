@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from datamodules.image_ops import bicubic_downsample, bicubic_upsample, mod_crop, quantize
-from datamodules.sources import list_images, read_image
 
 BLOCK = 3  # M in the paper: side of the coefficient vectors of the GSM
 LEVELS = 4
@@ -157,7 +153,7 @@ def ifc(reference: torch.Tensor, distorted: torch.Tensor, data_range: float = 1.
 
     Both are N×1×H×W gray / Y images with values in [0, data_range] (1.0 for the project's [0, 1] images,
     255 for 8-bit values); they are brought to 0..255, the scale ``ifcvec.m`` expects. Sides must be at
-    least 32. Border shaving and Y conversion are the caller's business (see ``sr_ifc``).
+    least 32. Border shaving and Y conversion are the caller's business (``protocol.Protocol.score``).
     """
     if reference.shape != distorted.shape or reference.dim() != 4 or reference.shape[1] != 1:
         raise ValueError(f"ifc expects two N×1×H×W tensors of one shape, got {tuple(reference.shape)} "
@@ -204,25 +200,3 @@ class IFC(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.ifc_sum / self.count
-
-
-def sr_ifc(hr: torch.Tensor, scale: int,
-           super_resolve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """IFC of one SR result under the SR papers' protocol; ``hr`` is 1×C×H×W RGB or gray in [0, 1].
-
-    LR = quantize(bicubic_down(mod_crop(HR))), SR = super_resolve(LR) (MATLAB bicubic by default); both
-    then go through the protocol's view (8-bit rounding, Y, ``scale`` pixels shaved), as for PSNR/SSIM.
-    """
-    from lightning_modules.protocol import Protocol  # the protocol calls this module's ifc: imported late
-
-    view = Protocol("y", scale).view
-    hr = mod_crop(hr, scale)
-    lr = quantize(bicubic_downsample(hr, scale))
-    sr = super_resolve(lr) if super_resolve else bicubic_upsample(lr, scale)
-    return ifc(view(hr), view(sr))
-
-
-def bicubic_ifc(folder: str | Path, scales: tuple[int, ...] = (2, 3, 4)) -> dict[int, float]:
-    """Mean bicubic IFC over the images of a benchmark folder (e.g. Set5), per scale."""
-    images = [read_image(path)[None] for path in list_images(folder)]
-    return {s: torch.cat([sr_ifc(hr, s) for hr in images]).mean().item() for s in scales}

@@ -45,7 +45,8 @@ def test_a_gray_image_is_its_own_y_even_replicated():
     assert torch.equal(y.view(gray), quantize(gray)[..., 2:-2, 2:-2])  # no 16-235 luma mapping
     rgb = Protocol("rgb", 0)  # on RGB too: a gray file is measured as gray, as the benchmark keeps it gray
     levels = quantize(gray)  # 8-bit levels: the luma of R=G=B is the level itself up to float rounding
-    assert torch.equal(rgb.view(levels.expand(1, 3, 16, 16), gray=True), levels)
+    # the luma weights' sum can differ from 1 in the last bit on another CPU: a stated tolerance, far below a level
+    torch.testing.assert_close(rgb.view(levels.expand(1, 3, 16, 16), gray=True), levels, atol=1e-6, rtol=0)
 
 
 def test_score_matches_scikit_image_and_the_batched_path(photo):
