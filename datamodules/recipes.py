@@ -69,8 +69,9 @@ def _per_image(value, n: int, like: torch.Tensor, dtype=torch.float32) -> torch.
 
 
 class Recipe:
-    """The interface. ``task`` says which benchmark family a recipe belongs to; ``baseline`` names the table's
-    no-method row (what ``upsampled`` is); ``describe`` is the degradation's part of a table's protocol sentence.
+    """The interface. ``task`` says which benchmark family a recipe belongs to (and so the table's baseline,
+    ``lightning_modules.classical.baseline_for``); ``describe`` is the degradation's part of a table's protocol
+    sentence.
 
     ``__call__(clean, scale, channels, generator)``: ``clean`` is N×C×H×W in [0, 1]; ``channels`` is the colour
     space the pair must come in (None: the images' own), which matters where an operation does not commute with
@@ -80,7 +81,6 @@ class Recipe:
     """
 
     task: str = "sr"
-    baseline: str = "bicubic"
 
     def __call__(self, clean: torch.Tensor, scale: int, channels: Channels | None,
                  generator: torch.Generator | None) -> dict:
@@ -282,7 +282,6 @@ class AWGN(Recipe):
     clip: bool = False
     jpeg_quality: Union[int, tuple[int, int], None] = None
     task = "denoise"
-    baseline = "noisy input"
 
     def __post_init__(self):
         self.noise_range = as_range("sigma", self.sigma, 0.0, 255.0)
@@ -317,7 +316,6 @@ class JPEG(AWGN):
 
     sigma: Union[float, tuple[float, float]] = 0.0
     jpeg_quality: Union[int, tuple[int, int], None] = 10
-    baseline = "JPEG input"
 
     def __post_init__(self):
         if self.jpeg_quality is None:
@@ -359,7 +357,6 @@ class MotionBlur(Recipe):
     frame_stride: int = 1
     gopro_blur: Literal["blur", "blur_gamma"] = "blur_gamma"
     task = "deblur"
-    baseline = "blurred input"
 
     def __post_init__(self):
         check_choice("source", self.source, BlurSource.__args__)
