@@ -227,7 +227,7 @@ def table_row(spec: ModelSpec, run: TrainedRun, budget_seconds: float, setting: 
     }
 
 
-def split(rows: Sequence[dict], checkpoint: Path) -> tuple[list[dict], list[dict]]:
+def split(rows: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """(baseline rows, the net's rows) of one benchmark, in image order."""
     from lightning_modules.classical import baseline_for
 
@@ -252,7 +252,7 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
                 per_scale = (f"{DATA}.scale={scale}",) if spec.per_scale else ()
                 run = train(key, budget_seconds, runs_dir, (*per_scale, *extra),
                             run_id=f"cpu-budget-x{scale}" if spec.per_scale else "cpu-budget")
-            base, net = split(benchmark(run.checkpoint, scale), run.checkpoint)
+            base, net = split(benchmark(run.checkpoint, scale))
             rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", base, net))
         return rows
     run = train(key, budget_seconds, runs_dir, extra)
@@ -262,12 +262,12 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
         for sigma in levels:
             best = best_gaussian_filter(run.checkpoint, sigma)
             measured = benchmark(run.checkpoint, sigma, [best])
-            base, net = split([r for r in measured if r["method"] != best.label], run.checkpoint)
+            base, net = split([r for r in measured if r["method"] != best.label])
             filtered = sorted((r for r in measured if r["method"] == best.label), key=lambda r: r["image"])
             rows.append(row(f"σ={sigma}", "noisy input", base, net))
             rows.append(row(f"σ={sigma}", f"Gaussian filter σ={best.sigma:g}", filtered, net))
         return rows
-    base, net = split(benchmark(run.checkpoint, None), run.checkpoint)
+    base, net = split(benchmark(run.checkpoint, None))
     return [row("synthetic GoPro-style blur", "blurred input", base, net)]
 
 

@@ -182,7 +182,7 @@ def test_gaussian_filter_baseline_is_chosen_on_the_training_photos(tmp_path):
     chosen = mt.benchmark(path, 25, [best], sets=mt.FILTER_SELECTION, with_net=False)
     assert {r["image"] for r in chosen}.isdisjoint({"chelsea.png", "coffee.png", "camera.png"})
     rows = mt.benchmark(path, 25, [best])
-    base, net = mt.split([r for r in rows if r["method"] != best.label], path)
+    base, net = mt.split([r for r in rows if r["method"] != best.label])
     filtered = [r for r in rows if r["method"] == best.label]
     assert [r["image"] for r in base] == [r["image"] for r in net] == ["camera.png", "chelsea.png", "coffee.png"]
     # smoothing σ = 25 noise helps a lot over the noisy input (about 20.2 dB)
