@@ -10,6 +10,7 @@ and the benchmark, which calls the same ``evaluation_pair``; so ``restorelab tes
     AWGN          white Gaussian noise of a fixed σ or drawn per image (blind), optionally then JPEG
     JPEG          JPEG compression alone (deblocking)
     MotionBlur    motion blur from synthetic camera paths, averaged video frames, or real GoPro pairs
+    KernelBlur    uniform blur by a known kernel plus noise (non-blind deconvolution)
 
 A recipe maps a clean batch to a *pair* dict: ``degraded`` (the method's input), ``upsampled`` (MATLAB bicubic ×s
 of it for SR, the input of SRCNN/VDSR-style nets and the bicubic baseline; ``degraded`` itself at scale 1),
@@ -261,6 +262,29 @@ class ClassicalSR(BicubicSR):
         kernel = named.about if named else f"{self.kernel} {self.size}×{self.size} kernel, order {self.applied_order}"
         noise = "" if self.noise_range[1] == 0 else f", then white noise σ={_range_text(self.noise_range)}"
         return f"LR = (HR ⊗ k)↓s with the {kernel}, rounded to 8 bit{noise}"
+
+
+@dataclass
+class KernelBlur(ClassicalSR):
+    """Uniform blur by a known kernel, then white noise: y = x ⊗ k + n at full resolution, the setting of non-blind
+    deconvolution (Wiener, Richardson–Lucy; Levin et al. 2009 add 1 % noise, σ = 2.55). The kernel families and
+    files of ``ClassicalSR`` (default: random camera shake, 31×31), drawn once per image and carried in the pair as
+    ``kernel``, so that a deconvolution reads the PSF the data was made with."""
+
+    kernel: Kernel = "motion"
+    order: Order | None = "blur_decimate"
+    noise_sigma: Union[float, tuple[float, float]] = 2.55
+    task = "deblur"
+
+    def __call__(self, clean, scale, channels, generator):
+        pair = super().__call__(clean, 1, channels, generator)
+        return pair | {"upsampled": pair["degraded"]}
+
+    def describe(self) -> str:
+        named = NAMED_KERNELS.get(self.kernel)
+        kernel = named.about if named else f"{self.kernel} {self.size}×{self.size} kernel (reflect borders)"
+        noise = "" if self.noise_range[1] == 0 else f", then white noise σ={_range_text(self.noise_range)} unclipped"
+        return f"blurred by the {kernel}, rounded to 8 bit{noise}; the kernel known to the methods"
 
 
 def _range_text(r: tuple[float, float]) -> str:

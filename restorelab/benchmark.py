@@ -34,29 +34,17 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from datamodules.errors import AnticipatedError
-from datamodules.gopro import gopro_pairs
-from datamodules.image_ops import mod_crop
-from datamodules.recipes import AWGN, NAMED_KERNELS, BicubicSR, ClassicalSR, MotionBlur, Recipe, evaluation_pair
-from datamodules.sources import BENCHMARK_SETS, ImageSourceError, dataset_root, read_image, resolve_source
+from datamodules.recipes import NAMED_KERNELS, Recipe
 from lightning_modules.classical import baseline_for
-from lightning_modules.protocol import Protocol
 from lightning_modules.restorer import Restorer
+from restorelab.evaluation import (BLURS, CSV_FIELDS, NOISE_SIGMAS, SR_SCALES, TASKS, at_level, default_sets,
+                                   evaluate, infer_task, load_set, sentence, task_recipe)
+from restorelab.methods import method_names, read_method
+from restorelab.tune import VAL_IMAGES, levels_for, prepare_methods
 from restorelab.predict import add_inference_options, inference_options, load_restorer
-
-SR_SCALES = (2, 3, 4)
-NOISE_SIGMAS = (15, 25, 50)
-DENOISING_SETS = ("Set12", "BSD68", "CBSD68", "Kodak24")
-TASKS = ("sr", "denoise", "deblur")
-CSV_FIELDS = ("set", "task", "scale", "sigma", "degradation", "method", "image", "psnr", "ssim", "ms_ssim", "ifc")
-
-
-@dataclass
-class BenchmarkSet:
-    name: str
-    samples: list[tuple[str, dict]]  # (name, {"target": 1×C×H×W} or a real pair {"degraded", "target"})
 
 
 @dataclass
@@ -64,126 +52,28 @@ class BenchmarkResult:
     rows: list[dict]
     notes: list[str] = field(default_factory=list)
     sentences: dict[str, str] = field(default_factory=dict)  # set name -> the protocol sentence of its table
-
-
-# ---------------------------------------------------------------------------------------------- recipes
-
-
-def task_recipe(task: str, kernel: str | None = None, blur: str = "synthetic") -> Recipe:
-    """The recipe a benchmark of ``task`` uses: SR by bicubic, or by ``kernel`` (a named test kernel or a kernel
-    file); denoising by AWGN (its σ set per level); deblurring by synthetic or real GoPro blur."""
-    if task == "sr":
-        if kernel is None:
-            return BicubicSR()
-        if kernel in NAMED_KERNELS:
-            return ClassicalSR(kernel=kernel)
-        return ClassicalSR(kernel="file", kernel_file=kernel, order="blur_decimate")
-    if kernel is not None:
-        raise AnticipatedError(f"--kernel {kernel} is for SR, not {task}")
-    return AWGN() if task == "denoise" else MotionBlur(source=blur)
-
-
-def at_level(recipe: Recipe, level: float) -> Recipe:
-    """The recipe at one table column: denoising evaluates at σ = ``level``; SR and deblurring take it as is."""
-    return recipe.at_sigma(level) if isinstance(recipe, AWGN) else recipe
-
-
-def protocol_for(task: str, scale: int, extra: bool = True) -> Protocol:
-    """SR: Y with the scale shaved (and MS-SSIM, IFC); denoising and deblurring: RGB, nothing shaved."""
-    return Protocol.for_task(scale, "y", extra=extra) if task == "sr" else Protocol.for_task(1, "rgb")
-
-
-def sentence(task: str, recipe: Recipe, extra: bool) -> str:
-    protocol = protocol_for(task, 2 if task == "sr" else 1, extra)
-    inputs = {"sr": "HR mod-cropped to the scale.", "denoise": "Noise seeded per image; the noisy input measured as "
-              "the nets receive it (float, unrounded).", "deblur": "Blur seeded per image."}[task]
-    degradation = recipe.describe(sigma="of the column's σ") if isinstance(recipe, AWGN) else recipe.describe()
-    return protocol.sentence(border="by scale" if task == "sr" else None, degradation=degradation, inputs=inputs)
-
-
-# ------------------------------------------------------------------------------------------------- sets
-
-
-def load_set(spec: str, data_root: str | Path | None = None, recipe: Recipe | None = None) -> BenchmarkSet:
-    """``Set5`` (any name of ``BENCHMARK_SETS``) or ``benchmark:Set5``, ``skimage:val``, a folder, a file; with a
-    GoPro ``MotionBlur`` recipe, a GOPRO_Large split folder (``benchmark:GOPRO_Large/test``)."""
-    source = f"benchmark:{spec}" if spec in BENCHMARK_SETS else spec
-    kind, _, rest = source.partition(":")
-    if isinstance(recipe, MotionBlur) and recipe.source == "gopro":
-        folder = dataset_root(data_root) / rest if kind == "benchmark" else Path(spec).expanduser()
-        samples = [(f"{sharp.parent.parent.name}/{sharp.name}",
-                    {"degraded": read_image(blurred)[None], "target": read_image(sharp)[None]})
-                   for blurred, sharp in gopro_pairs(folder.parent, folder.name, recipe.gopro_blur)]
-        return BenchmarkSet(folder.name if kind != "benchmark" else rest, samples)
-    name = rest if kind == "benchmark" else source if kind == "skimage" else Path(spec).name
-    return BenchmarkSet(name, [(p.name, {"target": read_image(p)[None]}) for p in resolve_source(source, data_root)])
-
-
-def default_sets(task: str, data_root: str | Path | None = None) -> tuple[list[str], str | None]:
-    """Set5/Set14 (SR) or Set12/BSD68 (denoising) when the data folder has them, else the bundled photos."""
-    if task == "deblur":
-        return ["skimage:val"], None
-    wanted = ["Set5", "Set14"] if task == "sr" else ["Set12", "BSD68"]
-    try:
-        root = dataset_root(data_root)
-    except ImageSourceError:
-        root = None
-    if root is not None and all((root / s).is_dir() for s in wanted):
-        return wanted, None
-    return ["skimage:val"], f"{' and '.join(wanted)} not found (RESTORELAB_DATA / --data_root); using skimage:val"
-
-
-def infer_task(methods: Sequence[Restorer], sets: Sequence[str] | None, kernel: str | None = None) -> str:
-    """The methods' task (they must agree); without methods of a task, SR unless every set is a denoising set."""
-    tasks = {m.task for m in methods} - {None}
-    if len(tasks) > 1:
-        raise AnticipatedError(f"checkpoints of different tasks ({', '.join(sorted(tasks))}) mixed: benchmark them "
-                               "separately or give --task")
-    if tasks:
-        return tasks.pop()
-    named = [s.partition("benchmark:")[2] or s for s in sets or []]
-    return "denoise" if kernel is None and named and all(s in DENOISING_SETS for s in named) else "sr"
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-
-def evaluate(bench: BenchmarkSet, recipe: Recipe, task: str, level: float, methods: Sequence[Restorer],
-             extra: bool = True, seed: int = 0, advance: Callable[[], None] = lambda: None,
-             channels: str | None = None) -> list[dict]:
-    """Per-image rows of every method on one set at one level (the SR scale, or σ for denoising); ``channels``
-    converts the images first (None: their own colours)."""
-    scale = int(level) if task == "sr" else 1
-    protocol = protocol_for(task, scale, extra)
-    rows = []
-    for name, sample in bench.samples:
-        batch = {k: mod_crop(v, scale) for k, v in sample.items()} | {"name": [name]}
-        pair = evaluation_pair(recipe, batch, scale, channels, seed)
-        target = protocol.view(pair["target"])
-        for method in methods:
-            _, measured = method.restore(pair, what=f"{bench.name}/{name}")
-            view = protocol.view(measured, round_to_8bit=False if method.measured_as_given else None)
-            sigma = level if task == "denoise" else float(pair["sigma"][0])
-            rows.append({"set": bench.name, "task": task, "scale": scale, "sigma": sigma,
-                         "degradation": type(recipe).__name__ + (f":{recipe.kernel}" if isinstance(recipe, ClassicalSR) else ""),
-                         "method": method.label, "image": name, **protocol.score(view, target)})
-            advance()
-    return rows
+    choices: list[str] = field(default_factory=list)  # the tuned parameters, one sentence per method
 
 
 def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None, task: str = "auto",
                   scales: Sequence[int] = SR_SCALES, sigmas: Sequence[float] = NOISE_SIGMAS,
                   data_root: str | Path | None = None, extra_metrics: bool = True, seed: int = 0,
                   progress: bool = True, kernel: str | None = None, blur: str = "synthetic",
-                  recipe: Recipe | None = None, baseline: bool = True, channels: str | None = None) -> BenchmarkResult:
+                  recipe: Recipe | None = None, baseline: bool = True, channels: str | None = None,
+                  method_specs: Sequence[str] = (), tune_on: str | None = None, val_images: int = VAL_IMAGES,
+                  tuned: Sequence[str | Path] = ()) -> BenchmarkResult:
     """The task's baseline and every method that covers a level, on every set at every level: the SR scales, the
     denoising σ, or the one deblurring level. ``recipe`` replaces the task's default (``task_recipe``). A method
     that cannot take a set's images (a gray-only net on colour images) raises before anything runs, unless
-    ``channels`` ("gray", "rgb") converts every image first."""
+    ``channels`` ("gray", "rgb") converts every image first. ``method_specs`` add classical methods by name
+    (``restorelab.methods``), their free parameters chosen on validation images (``restorelab.tune``: ``tune_on``,
+    ``val_images``, or the records ``tuned``), never on these sets."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    task = (recipe.task if recipe is not None else infer_task(methods, sets, kernel)) if task == "auto" else task
+    specs = [(spec, *read_method(spec)) for spec in method_specs]
+    probes = [config.build(data_root, **fixed) for _, config, fixed in specs]
+    task = (recipe.task if recipe is not None else infer_task([*methods, *probes], sets, kernel)) if task == "auto" else task
     if task not in TASKS:
         raise AnticipatedError(f"--task {task} must be one of {', '.join(TASKS)}")
     recipe = recipe or task_recipe(task, kernel, blur)
@@ -192,7 +82,10 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
         sets, note = default_sets(task, data_root)
         notes += [note] if note else []
     benches = [load_set(s, data_root, recipe) for s in sets]
-    levels = list(scales) if task == "sr" else list(sigmas) if task == "denoise" else [1]
+    levels = levels_for(task, scales, sigmas)
+    named, tunings = prepare_methods(method_specs, task, recipe, levels, benches, data_root, tune_on, val_images,
+                                     tuned, seed, channels)
+    methods = [*methods, *named]
     everyone = ([baseline_for(task)] if baseline else []) + list(methods)
     plan = []
     for m in methods:
@@ -222,7 +115,7 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
             rows += evaluate(bench, at_level(recipe, level), task, level, fitting, extra_metrics, seed,
                              lambda: bar.advance(job), channels)
     text = sentence(task, recipe, extra_metrics)
-    return BenchmarkResult(rows, notes, {b.name: text for b in benches})
+    return BenchmarkResult(rows, notes, {b.name: text for b in benches}, [t.text() for t in tunings if t.text()])
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -289,7 +182,10 @@ def markdown_table(rows: Sequence[dict], set_name: str, protocol_sentence: str) 
 
 
 def markdown_tables(result: BenchmarkResult) -> str:
-    return "\n\n".join(markdown_table(result.rows, s, result.sentences.get(s, ""))
+    """One table per set; under each, the parameters chosen on validation images."""
+    chosen = "".join(f"\n\nParameters chosen on validation images, never on this set: {'; '.join(result.choices)}."
+                     if result.choices else "")
+    return "\n\n".join(markdown_table(result.rows, s, result.sentences.get(s, "")) + chosen
                        for s in dict.fromkeys(r["set"] for r in result.rows))
 
 
@@ -300,6 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", nargs="*", default=[], help="checkpoints to evaluate (none: baseline only)")
     parser.add_argument("--names", nargs="*", default=None, help="table labels for the checkpoints, in order")
+    parser.add_argument("--method", nargs="*", default=[],
+                        help=f"classical methods by name ({', '.join(method_names())}), a YAML file, or "
+                             "name:key=value,... with fixed parameters")
+    parser.add_argument("--tune_on", default=None,
+                        help="validation images on which free parameters are chosen (default: BSD200 if present, "
+                             "else skimage:train); never a measured set")
+    parser.add_argument("--val_images", type=int, default=VAL_IMAGES, help="the first N validation images (0: all)")
+    parser.add_argument("--tuned", nargs="*", default=[], help="tuning records of `restorelab tune` to use instead")
     parser.add_argument("--sets", nargs="*", default=None,
                         help="Set5 Set14 BSD100 Urban100 T91 Set12 BSD68 CBSD68 Kodak24, skimage:val, folders "
                              "(default: Set5 Set14 / Set12 BSD68 if present, else skimage:val)")
@@ -310,8 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"SR: LR = (HR ⊗ k)↓s with a named test kernel ({', '.join(NAMED_KERNELS)}) or a kernel "
                              "file (.npy, .mat, ...: direct subsampling) instead of bicubic")
     parser.add_argument("--sigmas", nargs="+", type=float, default=list(NOISE_SIGMAS))
-    parser.add_argument("--blur", choices=("synthetic", "gopro"), default="synthetic",
-                        help="deblurring: synthetic camera-path blur, or GOPRO_Large pairs (sets = split folders)")
+    parser.add_argument("--blur", choices=BLURS, default="synthetic",
+                        help="deblurring: synthetic camera-path blur, GOPRO_Large pairs (sets = split folders), or "
+                             "kernel: a known kernel (--kernel: default random camera shake) plus noise σ=2.55")
     parser.add_argument("--data_root", default=None, help="benchmark folder (default: $RESTORELAB_DATA)")
     add_inference_options(parser)
     parser.add_argument("--no_extra_metrics", action="store_true", help="SR: skip MS-SSIM and IFC")
@@ -328,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         m.label = label
     result = run_benchmark(methods, args.sets, args.task, args.scales, args.sigmas, args.data_root,
                            not args.no_extra_metrics, args.seed, progress=not args.no_progress, kernel=args.kernel,
-                           blur=args.blur)
+                           blur=args.blur, method_specs=args.method, tune_on=args.tune_on,
+                           val_images=args.val_images, tuned=args.tuned)
     out = Path(args.out)
     tables = markdown_tables(result)
     write_csv(result.rows, out / "benchmark.csv")

@@ -18,6 +18,8 @@ TOOLS = {
     "report": "restorelab.report",
     "bench": "restorelab.bench",
     "models": "restorelab.model_table",
+    "tune": "restorelab.tune",
+    "import": "restorelab.import_weights",
 }
 
 

@@ -25,7 +25,7 @@ from datamodules.recipes import evaluation_pair
 from datamodules.sources import ImageSourceError, dataset_root, read_image, resolve_source
 from lightning_modules.classical import baseline_for
 from lightning_modules.protocol import Protocol
-from restorelab.benchmark import at_level, protocol_for, task_recipe
+from restorelab.evaluation import at_level, protocol_for, task_recipe
 from restorelab.checkpointing import CheckpointError
 from restorelab.predict import DEFAULT_TILE, add_inference_options, inference_options, load_restorer, pick_device
 

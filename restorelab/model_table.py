@@ -199,7 +199,7 @@ def benchmark(checkpoint: Path, level: int | float | None, methods=(), sets=HELD
 def best_gaussian_filter(checkpoint: Path, sigma: float, sigmas: Sequence[float] = GAUSSIAN_SIGMAS):
     """The Gaussian filter (``classical.GaussianFilter``) of ``sigmas`` with the highest mean PSNR on the training
     photos (``FILTER_SELECTION``), degraded as the checkpoint's test pairs are."""
-    from lightning_modules.classical import GaussianFilter
+    from lightning_modules.classical.filters import GaussianFilter
 
     filters = [GaussianFilter(s) for s in sigmas]
     rows = benchmark(checkpoint, sigma, filters, FILTER_SELECTION, with_net=False, baseline=False)

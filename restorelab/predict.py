@@ -44,12 +44,14 @@ import cv2
 import torch
 from torch import nn
 
-from datamodules.image_ops import quantize
+from datamodules.image_ops import load_kernel, quantize
 from datamodules.errors import AnticipatedError
 from datamodules.sources import ImageSourceError, read_image, resolve_source
 from lightning_modules.inference import BUDGET_ENV, check_tile, parse_budget
-from lightning_modules.restorer import NetRestorer
+from lightning_modules.restorer import NetRestorer, Restorer
 from restorelab.checkpointing import CheckpointError, load_recipe, load_scheme, read_checkpoint
+from restorelab.methods import read_method
+from restorelab.tune import load_tuning, tuned_from_record
 
 DEFAULT_TILE = None  # automatic: one pass if it fits the memory budget, else the largest exact tile that does
 OPTIONS = ("--tile", "--memory_budget")  # the option names the budget's one-line errors name
@@ -94,6 +96,17 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
                            OPTIONS)
     restorer.path, restorer.trained_scale = path, module.scale
     return restorer
+
+
+def method_restorer(spec: str, record: str | None = None) -> Restorer:
+    """A classical method for files: its configured parameters, those fixed in ``spec``, or a tuning record's."""
+    config, fixed = read_method(spec)
+    if record is not None:
+        tuning = load_tuning(record)
+        if tuning.method != config.name:
+            raise AnticipatedError(f"{record}: a tuning record of {tuning.method}, not of {config.name}")
+        return tuned_from_record(tuning)
+    return config.build(**fixed)
 
 
 def add_inference_options(parser: argparse.ArgumentParser, ensemble: bool = True) -> None:
@@ -172,23 +185,24 @@ def output_targets(inputs: Sequence[Path], folder: Path, overwrite: bool = False
     return targets
 
 
-def predict_files(restorer: NetRestorer, inputs: Sequence[Path], output: Path, progress: bool = False,
-                  overwrite: bool = True, scale: int | None = None) -> list[Path]:
+def predict_files(restorer: Restorer, inputs: Sequence[Path], output: Path, progress: bool = False,
+                  overwrite: bool = True, scale: int | None = None, degradation: dict | None = None) -> list[Path]:
     """Restore every input file into ``output``; returns the written paths. Unreadable files are reported
     and skipped; a colour file given to a gray-only net stops the run (every other file would fail too), and
     so does an image that neither one pass nor any tile fits within the budget (``MemoryBudgetError``).
-    ``progress``: a bar over images and tiles on stderr. ``scale``: the SR factor (None: the one it trained at)."""
+    ``progress``: a bar over images and tiles on stderr. ``scale``: the SR factor (None: the one it trained at).
+    ``degradation``: what made the files, for methods built on the degradation model (``sigma``, ``kernel``)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     targets = output_targets(inputs, output, overwrite)
-    scale = scale or restorer.trained_scale
+    scale = scale or getattr(restorer, "trained_scale", 1)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
         images = bar.add_task("images", total=len(inputs))
         tiles = bar.add_task("tiles", total=None)
-        restorer.on_tile = lambda done, total: bar.update(tiles, completed=done, total=total)
+        restorer.on_tile = lambda done, total: bar.update(tiles, completed=done, total=total)  # nets report tiles
         try:
             for path, target in zip(inputs, targets):
                 bar.update(images, description=f"{path.name}")
@@ -200,7 +214,8 @@ def predict_files(restorer: NetRestorer, inputs: Sequence[Path], output: Path, p
                     bar.advance(images)
                     continue
                 restorer.check_input(image.shape[1], what=f"image {path}")
-                save_png(restorer({"degraded": image, "scale": scale}, what=str(path)), target)
+                pair = {"degraded": image, "scale": torch.tensor([scale])} | (degradation or {})
+                save_png(restorer(pair, what=str(path)), target)
                 written.append(target)
                 h, w = image.shape[-2:]
                 print(f"{path} ({w}x{h}) -> {target} ({w * scale}x{h * scale})")
@@ -213,26 +228,44 @@ def predict_files(restorer: NetRestorer, inputs: Sequence[Path], output: Path, p
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; anticipated errors (``AnticipatedError``) propagate for ``restorelab``'s one-line report."""
     parser = argparse.ArgumentParser(prog="restorelab predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint saved by `restorelab fit`")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="checkpoint saved by `restorelab fit` (or `restorelab import`)")
+    which.add_argument("--method", help="a classical method by name (configs/methods/), name:key=value,..., or YAML")
     parser.add_argument("--input", required=True, help="image file, folder, or source spec (skimage:val, ...)")
     parser.add_argument("--output", required=True, help="folder for the restored PNGs")
     parser.add_argument("--scale", type=int, default=None,
                         help="SR factor (default: the checkpoint's); refused where the net does not restore it")
     add_inference_options(parser)
+    parser.add_argument("--sigma", type=float, default=None,
+                        help="noise σ of the files (0..255), for methods that need it (BM3D, non-local means)")
+    parser.add_argument("--kernel", default=None, help="blur kernel file of the inputs (.npy, .mat, ...), for the deconvolutions")
+    parser.add_argument("--tuned", default=None, help="a `restorelab tune` record of --method's parameters")
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
-    restorer = load_restorer(args.ckpt, **inference_options(args))
-    if args.scale is not None and args.scale not in restorer.scales:
-        own = ", ".join(f"x{s}" for s in restorer.scales)
-        raise CheckpointError(f"{args.ckpt}: checkpoint restores {own}, but --scale {args.scale} was asked")
+    if args.ckpt:
+        restorer = load_restorer(args.ckpt, **inference_options(args))
+        if args.scale is not None and args.scale not in restorer.scales:
+            own = ", ".join(f"x{s}" for s in restorer.scales)
+            raise CheckpointError(f"{args.ckpt}: checkpoint restores {own}, but --scale {args.scale} was asked")
+    else:
+        restorer = method_restorer(args.method, args.tuned)
+        if restorer.task == "sr" and args.scale is None:
+            raise AnticipatedError(f"--method {args.method} is an SR method: give --scale")
+    degradation = {}
+    if args.sigma is not None:
+        if not 0 < args.sigma <= 255:
+            raise AnticipatedError(f"--sigma {args.sigma:g} must be in (0, 255]")
+        degradation["sigma"] = torch.tensor([args.sigma])
+    if args.kernel is not None:
+        degradation["kernel"] = load_kernel(args.kernel)[None]
     inputs = resolve_source(args.input)
     output = Path(args.output)
     created = not output.exists()
     prepare_output(output)
     try:  # predict_files refuses existing outputs before any work
         written = predict_files(restorer, inputs, output, progress=not args.no_progress, overwrite=args.overwrite,
-                                scale=args.scale)
+                                scale=args.scale, degradation=degradation)
     except BaseException:
         if created and not any(output.iterdir()):  # a run that wrote nothing leaves no folder behind
             output.rmdir()

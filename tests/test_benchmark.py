@@ -13,7 +13,8 @@ import torch
 from datamodules.image_ops import quantize
 from datamodules.recipes import AWGN, BicubicSR, evaluation_pair
 from lightning_modules.classical import baseline_for
-from restorelab.benchmark import BenchmarkSet, evaluate, load_set, main, markdown_table, run_benchmark, set_means
+from restorelab.benchmark import main, markdown_table, run_benchmark, set_means
+from restorelab.evaluation import BenchmarkSet, evaluate, load_set
 from restorelab.predict import load_restorer
 from tests.conftest import REPO
 from tests.test_predict import make_checkpoint, run

@@ -10,7 +10,8 @@ import torch
 
 from datamodules.recipes import AWGN, BicubicSR, ClassicalSR, MotionBlur
 from datamodules.restoration import DeblurDataModule, DenoiseDataModule, SRDataModule
-from lightning_modules.classical import GaussianFilter, baseline_for
+from lightning_modules.classical import baseline_for
+from lightning_modules.classical.filters import GaussianFilter
 from lightning_modules.protocol import Protocol
 from restorelab.benchmark import main, run_benchmark
 from restorelab.checkpointing import load_scheme
