@@ -130,10 +130,16 @@ def _map_image(v, channels: Channels):
 @dataclass
 class BicubicSR(Recipe):
     """LR = MATLAB ``imresize(HR, 1/s)`` (bicubic, antialiased), saved as 8 bit: the degradation of the SR
-    benchmarks (Set5, Set14, ...) and of SRCNN, VDSR, SRResNet."""
+    benchmarks (Set5, Set14, ...) and of SRCNN, VDSR, SRResNet. ``round_lr=False`` keeps the LR in float, as the
+    older MATLAB test scripts do (``imresize`` on a double image, never saved): a paper-reproduction option."""
+
+    round_lr: bool = True
+
+    def rounded(self, lr: torch.Tensor) -> torch.Tensor:
+        return quantize(lr) if self.round_lr else lr
 
     def low_resolution(self, hr: torch.Tensor, scale: int, generator: torch.Generator | None) -> tuple[torch.Tensor, dict]:
-        return quantize(d.bicubic_downsample(hr, scale)), {}
+        return self.rounded(d.bicubic_downsample(hr, scale)), {}
 
     noise_range = (0.0, 0.0)
 
@@ -150,7 +156,11 @@ class BicubicSR(Recipe):
                 "scale": _per_image(scale, n, clean, torch.long), "sigma": sigma.to(clean.device), **made}
 
     def describe(self) -> str:
-        return "LR = MATLAB imresize(HR, 1/s) (bicubic, antialiased), rounded to 8 bit"
+        return f"LR = MATLAB imresize(HR, 1/s) (bicubic, antialiased), {self.rounding}"
+
+    @property
+    def rounding(self) -> str:
+        return "rounded to 8 bit" if self.round_lr else "LR NOT rounded to 8 bit (the older MATLAB scripts)"
 
 
 Kernel = Literal["gaussian", "random_gaussian", "mzsr", "motion", "file", "gd_0.2", "gd_2.0", "gd_ani", "gb_1.3"]
@@ -250,7 +260,7 @@ class ClassicalSR(BicubicSR):
     def low_resolution(self, hr, scale, generator):
         kernels = self.kernels(len(hr), scale, generator).to(hr.device)
         blur_kernel = self.fixed_kernel.to(hr.device) if self.fixed_kernel is not None else kernels
-        return quantize(d.classical_degradation(hr, scale, blur_kernel, self.applied_order)), {"kernel": kernels}
+        return self.rounded(d.classical_degradation(hr, scale, blur_kernel, self.applied_order)), {"kernel": kernels}
 
     def min_side(self, scale: int) -> int:
         """Reflect padding needs the blurred image's sides to exceed the kernel's half width: the least HR side."""
@@ -261,7 +271,7 @@ class ClassicalSR(BicubicSR):
         named = NAMED_KERNELS.get(self.kernel)
         kernel = named.about if named else f"{self.kernel} {self.size}×{self.size} kernel, order {self.applied_order}"
         noise = "" if self.noise_range[1] == 0 else f", then white noise σ={_range_text(self.noise_range)}"
-        return f"LR = (HR ⊗ k)↓s with the {kernel}, rounded to 8 bit{noise}"
+        return f"LR = (HR ⊗ k)↓s with the {kernel}, {self.rounding}{noise}"
 
 
 @dataclass
@@ -284,7 +294,7 @@ class KernelBlur(ClassicalSR):
         named = NAMED_KERNELS.get(self.kernel)
         kernel = named.about if named else f"{self.kernel} {self.size}×{self.size} kernel (reflect borders)"
         noise = "" if self.noise_range[1] == 0 else f", then white noise σ={_range_text(self.noise_range)} unclipped"
-        return f"blurred by the {kernel}, rounded to 8 bit{noise}; the kernel known to the methods"
+        return f"blurred by the {kernel}, {self.rounding}{noise}; the kernel known to the methods"
 
 
 def _range_text(r: tuple[float, float]) -> str:
@@ -299,15 +309,20 @@ class AWGN(Recipe):
     """Additive white Gaussian noise (DnCNN): σ fixed (DnCNN-S, e.g. 25) or drawn per image from a range
     (DnCNN-B: [0, 55]), on the 0..255 scale, added in the pair's colours (gray or RGB), unclipped unless
     ``clip``; then, optionally, a JPEG round trip (real libjpeg on the CPU) of a quality drawn per image.
-    ``test_sigma``: σ of the evaluation pairs (None: ``sigma``, drawn once per image when a range)."""
+    ``test_sigma``: σ of the evaluation pairs (None: ``sigma``, drawn once per image when a range).
+    ``test_noise``: "torch", our seeded draw per image; "numpy", the noise of the DnCNN authors' Python test scripts
+    (``np.random.seed(seed=0)`` before each image, then ``np.random.normal(0, σ/255, x.shape)`` on its H×W(×C)
+    array, float32), to reproduce their numbers image for image. Training pairs always use torch's RNG."""
 
     sigma: Union[float, tuple[float, float]] = 25.0
     test_sigma: float | None = None
     clip: bool = False
     jpeg_quality: Union[int, tuple[int, int], None] = None
+    test_noise: Literal["torch", "numpy"] = "torch"
     task = "denoise"
 
     def __post_init__(self):
+        check_choice("test_noise", self.test_noise, ("torch", "numpy"))
         self.noise_range = as_range("sigma", self.sigma, 0.0, 255.0)
         self.test_range = self.noise_range if self.test_sigma is None else as_range("test_sigma", self.test_sigma, 0.0, 255.0)
         self.jpeg_range = None if self.jpeg_quality is None else tuple(
@@ -317,7 +332,11 @@ class AWGN(Recipe):
         clean = clean if channels is None else to_channels(clean, channels)
         n = len(clean)
         sigma = draw_per_image(n, self.noise_range if generator is None else self.test_range, generator)
-        noisy = d.add_gaussian_noise(clean, sigma, generator, clip=self.clip)
+        if generator is not None and self.test_noise == "numpy":
+            noisy = torch.cat([_numpy_script_noise(x, float(s)) for x, s in zip(clean, sigma)])
+            noisy = noisy.clamp(0, 1) if self.clip else noisy
+        else:
+            noisy = d.add_gaussian_noise(clean, sigma, generator, clip=self.clip)
         if self.jpeg_range is not None:
             noisy = d.jpeg_compress(noisy, randint_per_image(n, *self.jpeg_range, generator))
         return {"degraded": noisy, "upsampled": noisy, "target": clean, "scale": _per_image(1, n, clean, torch.long),
@@ -331,7 +350,21 @@ class AWGN(Recipe):
         """``sigma`` words the noise level where a table's columns vary it."""
         level = sigma or f"σ={_range_text(self.test_range)}"
         noise = f"white Gaussian noise {level} (0..255 scale) added in float, " + ("clipped" if self.clip else "unclipped")
+        if self.test_noise == "numpy":
+            noise += ", drawn as the DnCNN authors' test scripts do (NumPy, seed 0 per image)"
         return noise + ("" if self.jpeg_range is None else f", then JPEG quality {_range_text(self.jpeg_range)}")
+
+
+def _numpy_script_noise(clean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """One C×H×W image plus the noise of cszn's main_test scripts, drawn on the H×W (gray) or H×W×C array."""
+    import numpy as np
+
+    hwc = clean.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    hwc = hwc[..., 0] if hwc.shape[2] == 1 else hwc
+    np_rng = np.random.RandomState(0)  # np.random.seed(seed=0) seeds this same legacy generator
+    noisy = (hwc + np_rng.normal(0, sigma / 255.0, hwc.shape)).astype(np.float32)
+    noisy = noisy[..., None] if noisy.ndim == 2 else noisy
+    return torch.from_numpy(noisy).permute(2, 0, 1)[None].to(clean.device)
 
 
 @dataclass

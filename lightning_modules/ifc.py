@@ -25,11 +25,15 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from datamodules.errors import AnticipatedError
+
 
 BLOCK = 3  # M in the paper: side of the coefficient vectors of the GSM
 LEVELS = 4
 TOL = 1e-15  # variance below this counts as zero (distsub_est_m.m)
-MIN_SIDE = 32  # below this the coarsest subband has no block left once the edges are dropped
+# the authors' ifcvec.m takes a 4-level steerable pyramid and drops each subband's edges: below 72 px a side its
+# coarsest subbands have no interior left (it fails on them), so we refuse them too rather than invent a value
+MIN_SIDE = 72
 
 # Simoncelli's sp5Filters (matlabPyrTools). lo0 and lo are symmetric, so their orientation needs no care.
 _SP5_LO0 = [
@@ -153,14 +157,15 @@ def ifc(reference: torch.Tensor, distorted: torch.Tensor, data_range: float = 1.
 
     Both are N×1×H×W gray / Y images with values in [0, data_range] (1.0 for the project's [0, 1] images,
     255 for 8-bit values); they are brought to 0..255, the scale ``ifcvec.m`` expects. Sides must be at
-    least 32. Border shaving and Y conversion are the caller's business (``protocol.Protocol.score``).
+    least ``MIN_SIDE`` (72). Border shaving and Y conversion are the caller's business (``protocol.Protocol.score``).
     """
     if reference.shape != distorted.shape or reference.dim() != 4 or reference.shape[1] != 1:
         raise ValueError(f"ifc expects two N×1×H×W tensors of one shape, got {tuple(reference.shape)} "
                          f"and {tuple(distorted.shape)}")
     n, _, h, w = reference.shape
     if min(h, w) < MIN_SIDE:
-        raise ValueError(f"ifc needs sides of at least {MIN_SIDE} pixels, got {h}x{w}")
+        raise AnticipatedError(f"IFC needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels (the authors' 4-level "
+                               f"pyramid), got {w}x{h}")
     to_255 = 255.0 / data_range
     ref_bands = _oriented_subbands(reference.double() * to_255)
     dist_bands = _oriented_subbands(distorted.double() * to_255)

@@ -31,13 +31,16 @@ GRAY_WORDS = {"y": "gray images used directly as Y", "rgb": "gray images as they
               "gray": "gray images as they are"}
 
 
-def evaluation_view(x: torch.Tensor, shave: int, y_channel: bool = True, round_to_8bit: bool = True) -> torch.Tensor:
-    """What the metrics see: the image saved as 8-bit (rounded), converted to Y, border shaved. The primitive
-    ``Protocol.view`` applies; kept for callers that vary the shave per crop (``restorelab compare``)."""
+def evaluation_view(x: torch.Tensor, shave: int, y_channel: bool = True, round_to_8bit: bool = True,
+                    round_y: bool = False) -> torch.Tensor:
+    """What the metrics see: the image saved as 8-bit (rounded), converted to Y (``round_y``: Y itself rounded to
+    8 bit, as MATLAB's ``rgb2ycbcr`` returns it for uint8 images), border shaved. The primitive ``Protocol.view``
+    applies; kept for callers that vary the shave per crop (``restorelab compare``)."""
     if round_to_8bit:
         x = quantize(x)
     if y_channel:
         x = rgb_to_y(x)
+        x = (x * 255).round() / 255 if round_y else x
     if shave:
         x = x[..., shave:-shave, shave:-shave]
     return x
@@ -47,12 +50,15 @@ def evaluation_view(x: torch.Tensor, shave: int, y_channel: bool = True, round_t
 class Protocol:
     """How images are measured. ``space``: "y" (SR papers), "rgb" (colour denoising/deblurring) or "gray"
     (colour images measured as plain luma); ``shave``: border pixels dropped on each side; ``round_to_8bit``:
-    images measured as saved to 8-bit files; ``extra``: MS-SSIM and IFC besides PSNR/SSIM."""
+    images measured as saved to 8-bit files; ``extra``: MS-SSIM and IFC besides PSNR/SSIM; ``round_y``: Y rounded to
+    8 bit before the metrics (the scripts that call MATLAB's ``rgb2ycbcr`` on uint8 images; off by default: the
+    SR papers' PSNR scripts convert doubles)."""
 
     space: Space = "y"
     shave: int = 0
     round_to_8bit: bool = True
     extra: bool = False
+    round_y: bool = False
 
     def __post_init__(self) -> None:
         if self.space not in SPACE_WORDS:
@@ -75,7 +81,7 @@ class Protocol:
         if gray or self.space == "gray":
             x = rgb_to_gray(x)
         rounded = self.round_to_8bit if round_to_8bit is None else round_to_8bit
-        return evaluation_view(x, self.shave, y_channel=self.space == "y", round_to_8bit=rounded)
+        return evaluation_view(x, self.shave, y_channel=self.space == "y", round_to_8bit=rounded, round_y=self.round_y)
 
     def score(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float | None]:
         """One image's scores, ``pred`` and ``target`` being views (1×C×H×W): psnr (dB), ssim, and with
@@ -105,6 +111,8 @@ class Protocol:
         if inputs:
             parts.append(inputs)
         parts.append("Outputs rounded to 8 bit." if self.round_to_8bit else "Outputs measured unrounded.")
+        if self.round_y and self.space == "y":
+            parts.append("Y rounded to 8 bit before the metrics (MATLAB rgb2ycbcr on uint8).")
         if self.extra:
             parts.append(f"MS-SSIM and IFC on the same {'Y' if self.space == 'y' else 'views'} (MS-SSIM only where "
                          f"both sides are at least {MS_SSIM_MIN_SIDE} px).")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -61,13 +62,13 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
                   progress: bool = True, kernel: str | None = None, blur: str = "synthetic",
                   recipe: Recipe | None = None, baseline: bool = True, channels: str | None = None,
                   method_specs: Sequence[str] = (), tune_on: str | None = None, val_images: int = VAL_IMAGES,
-                  tuned: Sequence[str | Path] = ()) -> BenchmarkResult:
+                  tuned: Sequence[str | Path] = (), round_y: bool = False) -> BenchmarkResult:
     """The task's baseline and every method that covers a level, on every set at every level: the SR scales, the
     denoising σ, or the one deblurring level. ``recipe`` replaces the task's default (``task_recipe``). A method
     that cannot take a set's images (a gray-only net on colour images) raises before anything runs, unless
     ``channels`` ("gray", "rgb") converts every image first. ``method_specs`` add classical methods by name
     (``restorelab.methods``), their free parameters chosen on validation images (``restorelab.tune``: ``tune_on``,
-    ``val_images``, or the records ``tuned``), never on these sets."""
+    ``val_images``, or the records ``tuned``), never on these sets. ``round_y``: the protocol's Y rounded to 8 bit."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -113,8 +114,8 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
         for bench, level, fitting in plan:
             bar.update(job, description=f"{bench.name} {'x' if task == 'sr' else 'σ=' if task == 'denoise' else ''}{level:g}")
             rows += evaluate(bench, at_level(recipe, level), task, level, fitting, extra_metrics, seed,
-                             lambda: bar.advance(job), channels)
-    text = sentence(task, recipe, extra_metrics)
+                             lambda: bar.advance(job), channels, round_y)
+    text = sentence(task, recipe, extra_metrics, round_y)
     return BenchmarkResult(rows, notes, {b.name: text for b in benches}, [t.text() for t in tunings if t.text()])
 
 
@@ -221,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_inference_options(parser)
     parser.add_argument("--no_extra_metrics", action="store_true", help="SR: skip MS-SSIM and IFC")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-image draws (kernels, noise, blur)")
+    paper = parser.add_argument_group("paper-script options (off by default; stated in the tables' header when on)")
+    paper.add_argument("--lr_unrounded", action="store_true",
+                       help="SR: LR kept in float, not rounded to 8 bit (the older MATLAB test scripts)")
+    paper.add_argument("--round_y", action="store_true",
+                       help="SR: Y rounded to 8 bit before the metrics (MATLAB rgb2ycbcr on uint8 images)")
+    paper.add_argument("--numpy_noise", action="store_true",
+                       help="denoising: the DnCNN authors' test-script noise (NumPy seeded 0 per image)")
     parser.add_argument("--out", default="runs/benchmark", help="folder for benchmark.csv and benchmark.md")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
@@ -231,10 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [load_restorer(p, **options) for p in args.ckpt]
     for m, label in zip(methods, args.names or []):
         m.label = label
+    recipe = None
+    if args.lr_unrounded or args.numpy_noise:
+        task = args.task if args.task != "auto" else infer_task(methods, args.sets, args.kernel) if methods or not args.method \
+            else None
+        task = task or ("denoise" if args.numpy_noise else "sr")
+        recipe = task_recipe(task, args.kernel, args.blur)
+        if args.lr_unrounded and not hasattr(recipe, "round_lr"):
+            raise AnticipatedError(f"--lr_unrounded is for SR, not {task}")
+        if args.numpy_noise and not hasattr(recipe, "test_noise"):
+            raise AnticipatedError(f"--numpy_noise is for denoising, not {task}")
+        recipe = dataclasses.replace(recipe, **({"round_lr": False} if args.lr_unrounded else {}),
+                                     **({"test_noise": "numpy"} if args.numpy_noise else {}))
     result = run_benchmark(methods, args.sets, args.task, args.scales, args.sigmas, args.data_root,
                            not args.no_extra_metrics, args.seed, progress=not args.no_progress, kernel=args.kernel,
                            blur=args.blur, method_specs=args.method, tune_on=args.tune_on,
-                           val_images=args.val_images, tuned=args.tuned)
+                           val_images=args.val_images, tuned=args.tuned, recipe=recipe, round_y=args.round_y)
     out = Path(args.out)
     tables = markdown_tables(result)
     write_csv(result.rows, out / "benchmark.csv")

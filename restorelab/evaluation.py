@@ -63,13 +63,14 @@ def at_level(recipe: Recipe, level: float) -> Recipe:
     return recipe.at_sigma(level) if isinstance(recipe, AWGN) else recipe
 
 
-def protocol_for(task: str, scale: int, extra: bool = True) -> Protocol:
-    """SR: Y with the scale shaved (and MS-SSIM, IFC); denoising and deblurring: RGB, nothing shaved."""
-    return Protocol.for_task(scale, "y", extra=extra) if task == "sr" else Protocol.for_task(1, "rgb")
+def protocol_for(task: str, scale: int, extra: bool = True, round_y: bool = False) -> Protocol:
+    """SR: Y with the scale shaved (and MS-SSIM, IFC; ``round_y``: Y rounded to 8 bit, a paper-reproduction
+    option); denoising and deblurring: RGB, nothing shaved."""
+    return Protocol.for_task(scale, "y", extra=extra, round_y=round_y) if task == "sr" else Protocol.for_task(1, "rgb")
 
 
-def sentence(task: str, recipe: Recipe, extra: bool) -> str:
-    protocol = protocol_for(task, 2 if task == "sr" else 1, extra)
+def sentence(task: str, recipe: Recipe, extra: bool, round_y: bool = False) -> str:
+    protocol = protocol_for(task, 2 if task == "sr" else 1, extra, round_y)
     inputs = {"sr": "HR mod-cropped to the scale.", "denoise": "Noise seeded per image; the noisy input measured as "
               "the nets receive it (float, unrounded).", "deblur": "Blur seeded per image."}[task]
     degradation = recipe.describe(sigma="of the column's σ") if isinstance(recipe, AWGN) else recipe.describe()
@@ -125,11 +126,11 @@ def infer_task(methods: Sequence[Restorer], sets: Sequence[str] | None, kernel: 
 
 def evaluate(bench: BenchmarkSet, recipe: Recipe, task: str, level: float, methods: Sequence[Restorer],
              extra: bool = True, seed: int = 0, advance: Callable[[], None] = lambda: None,
-             channels: str | None = None) -> list[dict]:
+             channels: str | None = None, round_y: bool = False) -> list[dict]:
     """Per-image rows of every method on one set at one level (the SR scale, or σ for denoising); ``channels``
     converts the images first (None: their own colours)."""
     scale = int(level) if task == "sr" else 1
-    protocol = protocol_for(task, scale, extra)
+    protocol = protocol_for(task, scale, extra, round_y)
     rows = []
     for name, sample in bench.samples:
         batch = {k: mod_crop(v, scale) for k, v in sample.items()} | {"name": [name]}

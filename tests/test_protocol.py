@@ -68,9 +68,11 @@ def test_score_matches_scikit_image_and_the_batched_path(photo):
 def test_score_without_extra_or_on_small_or_colour_views_gives_none():
     x, y = quantize(torch.rand(1, 1, 40, 40)), quantize(torch.rand(1, 1, 40, 40))
     assert Protocol().score(x, y)["ms_ssim"] is None and Protocol().score(x, y)["ifc"] is None
+    assert Protocol(extra=True).score(x, y)["ifc"] is None  # IFC needs 72 px (the authors' 4-level pyramid)
+    x, y = quantize(torch.rand(1, 1, 80, 80)), quantize(torch.rand(1, 1, 80, 80))
     small = Protocol(extra=True).score(x, y)
-    assert small["ms_ssim"] is None and small["ifc"] is not None  # IFC needs 32 px, MS-SSIM 161
-    colour = Protocol("rgb", extra=True).score(x.expand(1, 3, 40, 40), y.expand(1, 3, 40, 40))
+    assert small["ms_ssim"] is None and small["ifc"] is not None  # MS-SSIM needs 161
+    colour = Protocol("rgb", extra=True).score(x.expand(1, 3, 80, 80), y.expand(1, 3, 80, 80))
     assert colour["ifc"] is None
     with pytest.raises(ValueError, match="one image"):
         Protocol().score(torch.cat([x, x]), torch.cat([y, y]))
