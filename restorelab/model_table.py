@@ -13,14 +13,19 @@ the paper protocol, outputs rounded to 8 bit) on fixed degraded versions of chel
     SR        Y channel, border shaved by the scale, vs MATLAB bicubic at ×3 and ×4 (VDSR: one multi-scale net;
               SRResNet: one net per scale)
     denoise   gray, σ = 25 (one seeded draw per image), vs the noisy input (measured unrounded, as the nets receive
-              it) and vs a Gaussian filter (``classical.GaussianFilter``) whose σ is the best of
-              ``GAUSSIAN_SIGMAS`` on the training photos (never on the measured ones)
+              it)
     deblur    RGB, GoPro-style synthetic blur (7-13 frames along a random camera path, averaged in linear
               light), vs the blurred input
+
+Beside each net, the best classical method of its task (``CLASSICAL``: ``restorelab benchmark --method``'s, on the
+same pairs, free parameters chosen on the first ``TUNE_IMAGES`` training photos, never on the measured ones), and
+a second table of every classical method per setting, with a known-kernel deblurring setting (``KernelBlur``) for
+the deconvolutions, which the nets' motion blur (an average of frames, no kernel) cannot feed.
 
     restorelab models                                  # all nets, 600 s of training each
     restorelab models --threads 1 --jobs 2             # two nets at once, one core each (how the README's was made)
     restorelab models --only vdsr dncnn_s --budget-seconds 300
+    restorelab models --classical_only                 # the classical rows again, on the nets' saved checkpoints
 
 ``run_model(key, budget_seconds, work_dir)`` returns a net's rows; ``render_table`` / ``rewrite_readme`` make
 and place the table (the slow learning tests reuse them).
@@ -48,8 +53,14 @@ from datamodules.errors import AnticipatedError
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
 DEFAULT_BUDGET_SECONDS = 600
-# Candidate σ (pixels) of the Gaussian-filter baseline; the best on the held-out photos is reported.
-GAUSSIAN_SIGMAS = tuple(round(0.5 + 0.1 * i, 1) for i in range(16))  # 0.5 .. 2.0
+# The classical rows of each task (configs/methods/); the learners among them learn from the nets' training photos.
+CLASSICAL = {
+    "sr": ["nearest", "bilinear", "lanczos", "example_based:train_set=skimage:train",
+           "sparse_coding:train_set=skimage:train"],
+    "denoise": ["gaussian", "median", "bilateral", "guided", "nl_means", "bm3d"],
+    "deblur": ["wiener", "unsupervised_wiener", "richardson_lucy"],
+}
+TUNE_ON, TUNE_IMAGES = "skimage:train", 4  # the free parameters' validation photos: training photos, not measured ones
 
 DATA = "--data.init_args"
 # The CPU budgets: one experiment config per net, stacked after the net's own config. The nets of the table are
@@ -175,35 +186,96 @@ def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] 
 
 
 HELD_OUT = ["skimage:val"]  # the measured photos
-# The Gaussian filter's σ is chosen on the training photos, never on the measured ones (it learns nothing else).
-FILTER_SELECTION = ["skimage:train"]
 
 
-def benchmark(checkpoint: Path, level: int | float | None, methods=(), sets=HELD_OUT, with_net: bool = True,
-              baseline: bool = True) -> list[dict]:
-    """``restorelab benchmark`` rows of a trained checkpoint (and any classical ``methods``) on ``sets``, under the
-    recipe it trained on (``checkpointing.load_recipe``) at ``level`` (SR scale or σ; None for deblurring): the
-    pairs, restorers and protocol of every other table. A gray-trained net sees the photos in gray."""
+def benchmark(checkpoint: Path, level: int | float | None, method_specs: Sequence[str] = (), with_net: bool = True,
+              baseline: bool = True, recipe=None):
+    """``restorelab benchmark`` of a trained checkpoint (and classical ``method_specs``, tuned on ``TUNE_ON``) on the
+    held-out photos, under the recipe it trained on (``checkpointing.load_recipe``; ``recipe`` replaces it) at
+    ``level`` (SR scale or σ; None for deblurring): the pairs, restorers and protocol of every other table. A
+    gray-trained net sees the photos in gray."""
     from restorelab.benchmark import run_benchmark
     from restorelab.checkpointing import load_recipe
     from restorelab.predict import load_restorer
 
     restorer = load_restorer(checkpoint)
-    recipe = load_recipe(checkpoint)
+    recipe = recipe or load_recipe(checkpoint)
     levels = [level] if level is not None else [1]
-    return run_benchmark(([restorer] if with_net else []) + list(methods), sets, recipe.task, scales=levels,
-                         sigmas=levels, extra_metrics=False, progress=False, recipe=recipe, baseline=baseline,
-                         channels="gray" if restorer.channels == "gray" else None).rows
+    return run_benchmark([restorer] if with_net else [], HELD_OUT, recipe.task, scales=levels, sigmas=levels,
+                         extra_metrics=False, progress=False, recipe=recipe, baseline=baseline,
+                         channels="gray" if restorer.channels == "gray" else None, method_specs=method_specs,
+                         tune_on=TUNE_ON, val_images=TUNE_IMAGES)
 
 
-def best_gaussian_filter(checkpoint: Path, sigma: float, sigmas: Sequence[float] = GAUSSIAN_SIGMAS):
-    """The Gaussian filter (``classical.GaussianFilter``) of ``sigmas`` with the highest mean PSNR on the training
-    photos (``FILTER_SELECTION``), degraded as the checkpoint's test pairs are."""
-    from lightning_modules.classical.filters import GaussianFilter
+def classical_benchmark(recipe, level: float | None, specs: Sequence[str], channels: str | None):
+    """The classical methods of ``specs`` (and the task's baseline) on the held-out photos under ``recipe``."""
+    from restorelab.benchmark import run_benchmark
 
-    filters = [GaussianFilter(s) for s in sigmas]
-    rows = benchmark(checkpoint, sigma, filters, FILTER_SELECTION, with_net=False, baseline=False)
-    return max(filters, key=lambda f: mean([r for r in rows if r["method"] == f.label], "psnr"))
+    levels = [level] if level is not None else [1]
+    return run_benchmark([], HELD_OUT, recipe.task, scales=levels, sigmas=levels, extra_metrics=False, progress=False,
+                         recipe=recipe, channels=channels, method_specs=specs, tune_on=TUNE_ON, val_images=TUNE_IMAGES)
+
+
+def setting_level(row: dict) -> float | None:
+    """The SR scale or σ of a table row's setting ("×3", "σ=25"); None for deblurring."""
+    return None if row["task"] == "deblur" else float(row["setting"].lstrip("×σ="))
+
+
+def row_checkpoint(row: dict, out: Path) -> Path:
+    """The checkpoint a row measured (recorded since the classical rows; older rows: where ``train`` put it)."""
+    if row.get("checkpoint"):
+        return Path(row["checkpoint"])
+    key = next(k for k, spec in SPECS.items() if spec.name == row["net"])
+    run_id = f"cpu-budget-x{int(setting_level(row))}" if SPECS[key].per_scale else "cpu-budget"
+    return out / "runs" / key / run_id / "checkpoints" / "last.ckpt"
+
+
+def classical_rows(net_rows: Sequence[dict], out: Path) -> list[dict]:
+    """Every classical method of ``CLASSICAL`` on the pairs of each setting the nets were measured on (the recipe
+    and colours of the setting's first net), plus known-kernel deblurring for the deconvolutions; one row per
+    method and setting."""
+    from datamodules.recipes import KernelBlur, MotionBlur
+    from restorelab.checkpointing import load_recipe
+    from restorelab.evaluation import at_level
+    from restorelab.predict import load_restorer
+
+    settings: dict[tuple, dict] = {}
+    for row in net_rows:
+        checkpoint = row_checkpoint(row, out)
+        recipe, level = load_recipe(checkpoint), setting_level(row)
+        channels = "gray" if load_restorer(checkpoint).channels == "gray" else None
+        key = (row["task"], row["setting"], at_level(recipe, level or 1).describe(), channels)
+        settings.setdefault(key, {"recipe": recipe, "level": level, "channels": channels, "nets": []})["nets"].append(row["net"])
+    settings[("deblur", "known kernel", KernelBlur().describe(), None)] = {
+        "recipe": KernelBlur(), "level": None, "channels": None, "nets": []}
+    rows = []
+    for (task, setting, degradation, channels), group in settings.items():
+        if isinstance(group["recipe"], MotionBlur):  # an average of frames has no kernel to deconvolve with
+            continue
+        print(f"restorelab models: classical methods, {task} {setting}", file=sys.stderr)
+        result = classical_benchmark(group["recipe"], group["level"], CLASSICAL[task], channels)
+        means = {m: (mean([r for r in result.rows if r["method"] == m], "psnr"),
+                     mean([r for r in result.rows if r["method"] == m], "ssim"))
+                 for m in dict.fromkeys(r["method"] for r in result.rows)}
+        baseline, *methods = means
+        choices = {c.partition(":")[0]: c.partition(": ")[2] for c in result.choices}
+        for method in methods:
+            rows.append({"task": task, "setting": setting, "degradation": degradation, "nets": group["nets"],
+                         "method": method, "psnr": means[method][0], "ssim": means[method][1],
+                         "baseline": baseline, "baseline_psnr": means[baseline][0], "choice": choices.get(method, "")})
+    return rows
+
+
+def with_best_classical(net_rows: Sequence[dict], classical: Sequence[dict]) -> list[dict]:
+    """Each net row with the best classical method (mean PSNR) measured on its setting's pairs, where one applies."""
+    rows = []
+    for row in net_rows:
+        fitting = [c for c in classical if row["net"] in c["nets"] and c["setting"] == row["setting"]]
+        best = max(fitting, key=lambda c: c["psnr"], default=None)
+        rows.append({**row, "best_classical": best["method"] if best else None,
+                     "best_classical_psnr": best["psnr"] if best else None,
+                     "best_classical_ssim": best["ssim"] if best else None})
+    return rows
 
 
 def mean(rows: Sequence[dict], key: str) -> float:
@@ -221,7 +293,7 @@ def table_row(spec: ModelSpec, run: TrainedRun, budget_seconds: float, setting: 
         "train_seconds": round(run.seconds, 1), "threads": torch.get_num_threads(),
         "budget_note": spec.budget_note, "overrides": list(run.overrides), "baseline": baseline,
         "baseline_psnr": b_psnr, "baseline_ssim": b_ssim, "model_psnr": m_psnr, "model_ssim": m_ssim,
-        "gain_db": m_psnr - b_psnr, "images": [r["image"] for r in model_rows],
+        "gain_db": m_psnr - b_psnr, "images": [r["image"] for r in model_rows], "checkpoint": str(run.checkpoint),
         "per_image": [{"image": m["image"], "baseline_psnr": b["psnr"], "model_psnr": m["psnr"]}
                       for b, m in zip(baseline_rows, model_rows)],
     }
@@ -252,22 +324,14 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
                 per_scale = (f"{DATA}.scale={scale}",) if spec.per_scale else ()
                 run = train(key, budget_seconds, runs_dir, (*per_scale, *extra),
                             run_id=f"cpu-budget-x{scale}" if spec.per_scale else "cpu-budget")
-            base, net = split(benchmark(run.checkpoint, scale))
+            base, net = split(benchmark(run.checkpoint, scale).rows)
             rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", base, net))
         return rows
     run = train(key, budget_seconds, runs_dir, extra)
     row = lambda *a: table_row(spec, run, budget_seconds, *a)  # noqa: E731
     if spec.task == "denoise":
-        rows = []
-        for sigma in levels:
-            best = best_gaussian_filter(run.checkpoint, sigma)
-            measured = benchmark(run.checkpoint, sigma, [best])
-            base, net = split([r for r in measured if r["method"] != best.label])
-            filtered = sorted((r for r in measured if r["method"] == best.label), key=lambda r: r["image"])
-            rows.append(row(f"σ={sigma}", "noisy input", base, net))
-            rows.append(row(f"σ={sigma}", f"Gaussian filter σ={best.sigma:g}", filtered, net))
-        return rows
-    base, net = split(benchmark(run.checkpoint, None))
+        return [row(f"σ={sigma}", "noisy input", *split(benchmark(run.checkpoint, sigma).rows)) for sigma in levels]
+    base, net = split(benchmark(run.checkpoint, None).rows)
     return [row("synthetic GoPro-style blur", "blurred input", base, net)]
 
 
@@ -290,14 +354,15 @@ def render_table(rows: Sequence[dict]) -> str:
         "in words and the steps reached in the budget column, no validation during training, last weights measured. "
         "Held-out photos chelsea, coffee, camera; mean over the three. SR: PSNR/SSIM on Y, border shaved by the "
         "scale, MATLAB bicubic; denoising: gray, one seeded noise draw per image, the noisy input measured "
-        f"unrounded, the Gaussian filter's σ the best of {GAUSSIAN_SIGMAS[0]}-{GAUSSIAN_SIGMAS[-1]} on the training "
-        "photos (never on the measured ones); deblurring: RGB (gray photos as gray), blur synthesised "
-        "from 7-13 frames along a random camera path (GoPro-style). Outputs rounded to 8 bit. Minutes of CPU, "
-        "not the papers' GPU-days: these show that each recipe learns, not the published numbers.",
+        "unrounded; deblurring: RGB (gray photos as gray), blur synthesised from 7-13 frames along a random camera "
+        "path (GoPro-style). Outputs rounded to 8 bit. The best classical method of the task is measured on the same "
+        f"pairs, its free parameters chosen on {TUNE_IMAGES} training photos ({TUNE_ON}), never on the measured ones "
+        "(all of them in the second table). Minutes of CPU, not the papers' GPU-days: these show that each recipe "
+        "learns, not the published numbers.",
         "",
         "| Net | Paper | Task | Config | CPU budget | Baseline | Baseline PSNR / SSIM | Model PSNR / SSIM "
-        "| Gain (dB) |",
-        "|---|---|---|---|---|---|---:|---:|---:|",
+        "| Gain (dB) | Best classical: PSNR / SSIM | Gain over it (dB) |",
+        "|---|---|---|---|---|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         config = f"`{r['config']}`" + (f" + `{r['experiment']}`" if r.get("experiment") else "")
@@ -305,7 +370,28 @@ def render_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['net']} | {r['paper']} | {TASK_NAMES[r['task']]} {r['setting']} | {config} | {budget} | "
             f"{r['baseline']} | {r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} | "
-            f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f} | {r['gain_db']:+.2f} |")
+            f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f} | {r['gain_db']:+.2f} | {best_cell(r)} |")
+    return "\n".join(lines)
+
+
+def best_cell(r: dict) -> str:
+    if r.get("best_classical") is None:
+        return "none applies (no kernel: motion blur averaged from frames) | —" if r["task"] == "deblur" else "— | —"
+    return (f"{r['best_classical']}: {r['best_classical_psnr']:.2f} / {r['best_classical_ssim']:.4f} | "
+            f"{r['model_psnr'] - r['best_classical_psnr']:+.2f}")
+
+
+def render_classical(rows: Sequence[dict]) -> str:
+    """The second table: every classical method per setting, with the parameters chosen for it."""
+    lines = ["Classical methods (`configs/methods/`, `restorelab benchmark --method`) on the same held-out photos "
+             f"and pairs as the nets of each setting; free parameters chosen by grid on {TUNE_IMAGES} training photos "
+             f"({TUNE_ON}); learners (example-based, sparse coding) learn from the training photos.", "",
+             "| Task | Setting | Nets on these pairs | Method | Parameters chosen | PSNR / SSIM | vs baseline (dB) |",
+             "|---|---|---|---|---|---:|---:|"]
+    for r in rows:
+        nets = ", ".join(r["nets"]) or f"— ({r['degradation']})"
+        lines.append(f"| {TASK_NAMES[r['task']]} | {r['setting']} | {nets} | {r['method']} | {r['choice'] or '—'} | "
+                     f"{r['psnr']:.2f} / {r['ssim']:.4f} | {r['psnr'] - r['baseline_psnr']:+.2f} vs {r['baseline']} |")
     return "\n".join(lines)
 
 
@@ -321,7 +407,7 @@ def rewrite_readme(path: str | Path, body: str) -> None:
 
 CSV_FIELDS = ("net", "paper", "task", "setting", "config", "experiment", "budget_seconds", "steps", "train_seconds",
               "threads", "jobs", "baseline", "baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim", "gain_db",
-              "overrides")
+              "best_classical", "best_classical_psnr", "best_classical_ssim", "overrides")
 
 
 def write_rows(rows: Sequence[dict], out: str | Path) -> None:
@@ -377,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "many times faster than one per core: threads of one op wait for each other")
     parser.add_argument("--jobs", type=int, default=1,
                         help="nets trained at once, each in its own process (with --threads 1: one per core)")
+    classical = parser.add_mutually_exclusive_group()
+    classical.add_argument("--classical_only", action="store_true",
+                           help="train nothing: measure the classical methods on the saved nets' settings again")
+    classical.add_argument("--no_classical", action="store_true", help="the nets' table only, no classical rows")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -384,14 +474,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     previous = json.loads((out / "models.json").read_text()) if (out / "models.json").is_file() else []
     new = []
-    keys = args.only or list(SPECS)
+    keys = [] if args.classical_only else args.only or list(SPECS)
+    if args.classical_only and not previous:
+        raise AnticipatedError(f"{out / 'models.json'}: no nets' rows to measure the classical methods beside; "
+                               "run restorelab models first")
     for key in keys:
         print(f"restorelab models: training {SPECS[key].name} for {args.budget_seconds:g} s", file=sys.stderr)
     for net_rows in _trained_rows(keys, args.budget_seconds, out, args.threads, args.jobs):
         new += [{**r, "jobs": args.jobs} for r in net_rows]
         write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
-    rows = merge_rows(previous, new)
+    rows = [r for r in merge_rows(previous, new) if not r["baseline"].startswith("Gaussian filter")]  # older tables
     table = render_table(rows)
+    if not args.no_classical:
+        classical = classical_rows(rows, out)
+        rows = with_best_classical(rows, classical)
+        write_rows(rows, out)
+        (out / "classical.json").write_text(json.dumps(classical, indent=1) + "\n")
+        table = render_table(rows) + "\n\n" + render_classical(classical)
     print(table)
     if args.readme:
         try:
@@ -399,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    print(f"\nrows: {out / 'models.json'}, {out / 'models.csv'}", file=sys.stderr)
+    print(f"\nrows: {out / 'models.json'}, {out / 'models.csv'}, {out / 'classical.json'}", file=sys.stderr)
     return 0
 
 

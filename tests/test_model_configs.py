@@ -163,7 +163,8 @@ def test_models_command_keeps_other_nets_rows_and_writes_json_and_csv(tmp_path, 
     calls = []
     monkeypatch.setattr(mt, "run_model",
                         lambda key, budget, work: calls.append((key, budget)) or [fake_row("VDSR", 32.0)])
-    assert mt.main(["--only", "vdsr", "--budget-seconds", "42", "--readme", str(readme), "--out", str(out)]) == 0
+    assert mt.main(["--only", "vdsr", "--budget-seconds", "42", "--readme", str(readme), "--out", str(out),
+                    "--no_classical"]) == 0
     assert calls == [("vdsr", 42.0)]
     rows = json.loads((out / "models.json").read_text())
     assert [(r["net"], r["model_psnr"]) for r in rows] == [("VDSR", 32.0), ("SRN", 25.0)]  # SPECS order
@@ -173,20 +174,26 @@ def test_models_command_keeps_other_nets_rows_and_writes_json_and_csv(tmp_path, 
     assert "32.00 / 0.8500" in inside and "25.00 / 0.8500" in inside and "29.00" not in inside
 
 
-def test_gaussian_filter_baseline_is_chosen_on_the_training_photos(tmp_path):
+def test_classical_rows_sit_beside_the_nets_tuned_on_training_photos(tmp_path, monkeypatch):
     from tests.test_predict import make_checkpoint
+    from tests.test_tune import SEEN, spy_config
 
     path = make_checkpoint(tmp_path, "dncnn_gray")  # a gray σ=25 denoiser: its recipe degrades the photos
-    best = mt.best_gaussian_filter(path, 25, sigmas=(0.3, 1.0, 4.0))
-    assert best.sigma == 1.0
-    chosen = mt.benchmark(path, 25, [best], sets=mt.FILTER_SELECTION, with_net=False)
-    assert {r["image"] for r in chosen}.isdisjoint({"chelsea.png", "coffee.png", "camera.png"})
-    rows = mt.benchmark(path, 25, [best])
-    base, net = mt.split([r for r in rows if r["method"] != best.label])
-    filtered = [r for r in rows if r["method"] == best.label]
-    assert [r["image"] for r in base] == [r["image"] for r in net] == ["camera.png", "chelsea.png", "coffee.png"]
+    monkeypatch.setitem(mt.CLASSICAL, "denoise", [str(spy_config(tmp_path))])
+    monkeypatch.setitem(mt.CLASSICAL, "deblur", [])
+    SEEN.clear()
+    net_row = {**fake_row("DnCNN-S", 30.0), "task": "denoise", "setting": "σ=25", "checkpoint": str(path)}
+    classical = mt.classical_rows([net_row], tmp_path)
+    (row,) = classical
+    assert row["method"] == "Spy filter" and row["nets"] == ["DnCNN-S"] and "sigma=" in row["choice"]
+    tuned_on = {image for _, image, _ in SEEN} - {"chelsea.png", "coffee.png", "camera.png"}
+    assert len(tuned_on) == mt.TUNE_IMAGES  # the grid saw training photos only; the measured three came after
     # smoothing σ = 25 noise helps a lot over the noisy input (about 20.2 dB)
-    assert mt.mean(filtered, "psnr") > mt.mean(base, "psnr") + 4
+    assert row["psnr"] > row["baseline_psnr"] + 4
+    (with_best,) = mt.with_best_classical([net_row], classical)
+    assert with_best["best_classical"] == "Spy filter"
+    table = mt.render_table([with_best]) + mt.render_classical(classical)
+    assert f"Spy filter: {row['psnr']:.2f}" in table and f"{30.0 - row['psnr']:+.2f}" in table
 
 
 def test_max_time_is_lightnings_format():
@@ -197,7 +204,7 @@ def test_models_command_trains_nets_in_parallel_processes(tmp_path):
     """--jobs 2: two real (very short) trainings in spawned processes, both rows kept, the README untouched."""
     out = tmp_path / "out"
     assert mt.main(["--only", "srcnn", "dncnn_s", "--budget-seconds", "2", "--threads", "1", "--jobs", "2",
-                    "--readme", "", "--out", str(out)]) == 0
+                    "--readme", "", "--out", str(out), "--no_classical"]) == 0
     rows = json.loads((out / "models.json").read_text())
     assert sorted({r["net"] for r in rows}) == ["DnCNN-S", "SRCNN"]
     assert all(r["jobs"] == 2 and r["threads"] == 1 and r["steps"] > 0 for r in rows)
