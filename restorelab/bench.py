@@ -1,11 +1,12 @@
-"""``restorelab bench``: can on-the-fly synthesis keep up with training?
+"""``restorelab bench``: can on-the-fly synthesis keep up with training, and what does each classical method cost?
 
 Pairs synthesised per second for each degradation (``restorelab.bench_degradations``: a batch of RGB crops
 already on the device, per-image random draws included) beside the samples per second that training steps
 of SRCNN and VDSR consume (forward + backward + Adam step on Y patches of the same size), on this CPU and
-on CUDA when there is one. Printed and written as a markdown table.
+on CUDA when there is one; then seconds per megapixel of every classical method (``restorelab.bench_methods``).
+Printed and written as markdown tables; rates of one run are comparable with each other, not across machines.
 
-    restorelab bench [--batch 16] [--patch 48] [--seconds 1] [--out runs/bench/synthesis.md]
+    restorelab bench [--batch 16] [--patch 48] [--seconds 1] [--no_methods] [--out runs/bench/synthesis.md]
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from lightning_modules.nets.srcnn import SRCNN
 from lightning_modules.nets.vdsr import VDSR
 from restorelab.bench_degradations import KINDS, measure_synthesis_rate
+from restorelab.bench_methods import all_methods
 
 SYNTHESIS_LABELS = {
     "bicubic": "bicubic ↓4",
@@ -95,12 +97,25 @@ def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch
     return "\n".join(lines) + "\n"
 
 
+def methods_markdown(rows: list[tuple[str, str, float]], side: int) -> str:
+    lines = ["# Classical methods: seconds per megapixel of output", "",
+             f"`restorelab bench`, {device_name('cpu')}: each method at its configured parameters on a {side}×{side} "
+             "crop of astronaut (SR: ×3 from its bicubic LR; denoising: σ = 25; deblurring: a 31×31 camera-shake "
+             "kernel), best of 2 runs after a warm-up that builds any database or dictionary. No GPU rows: these "
+             "methods run in NumPy/scikit-image/bm3d, except the kornia filters and the interpolations.", "",
+             "| Method | Task | s / MP (CPU) |", "|---|---|---:|"]
+    lines += [f"| {label} | {task} | {seconds:.3g} |" for label, task, seconds in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab bench", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=48, help="HR patch side, a multiple of 4, >= 12 (default 48)")
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per row and device")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    parser.add_argument("--no_methods", action="store_true", help="skip the classical methods' seconds per megapixel")
+    parser.add_argument("--method_side", type=int, default=256, help="side of the photo crop the methods restore")
     parser.add_argument("--out", default="runs/bench/synthesis.md", help="markdown file to write")
     args = parser.parse_args(argv)
     if args.patch % 4 or args.patch < 12:
@@ -113,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if dev not in ("cpu", "cuda") or (dev == "cuda" and not torch.cuda.is_available()):
             parser.error(f"--devices: {dev!r} is not available here (cpu, or cuda on a GPU machine)")
     table = markdown(run(devices, args.batch, args.patch, args.seconds), devices, args.batch, args.patch)
+    if not args.no_methods:
+        table += "\n" + methods_markdown(all_methods(args.method_side), args.method_side)
     print(table, end="")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
