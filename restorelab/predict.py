@@ -92,8 +92,8 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     task = recipe.task if recipe is not None else "sr" if module.scale > 1 else "denoise"  # saved before recipes
     net_scale = getattr(net, "scale", 1)
     scales = (net_scale,) if net_scale > 1 else tuple(data.get("scales") or [module.scale])
-    restorer = NetRestorer(net, channels, _checkpoint_label(path, net), task, scales, tile, ensemble, device, budget,
-                           OPTIONS)
+    label = (ckpt.get("imported_from") or {}).get("label") or _checkpoint_label(path, net)  # restorelab import
+    restorer = NetRestorer(net, channels, label, task, scales, tile, ensemble, device, budget, OPTIONS)
     restorer.path, restorer.trained_scale = path, module.scale
     return restorer
 
