@@ -70,7 +70,7 @@ class BilateralFilter(Restorer):
 
     task, channels = "denoise", "any"
 
-    def __init__(self, sigma_color: float = 0.1, sigma_space: float = 1.5, kernel_size: int | None = None):
+    def __init__(self, sigma_color: float = 0.3, sigma_space: float = 1.5, kernel_size: int | None = None):
         self.sigma_color = check_positive("BilateralFilter", "sigma_color", sigma_color)
         self.sigma_space = check_positive("BilateralFilter", "sigma_space", sigma_space)
         self.kernel_size = (2 * math.ceil(2 * self.sigma_space) + 1 if kernel_size is None else
@@ -90,7 +90,7 @@ class GuidedFilter(Restorer):
 
     task, channels = "denoise", "any"
 
-    def __init__(self, radius: int = 2, eps: float = 0.01):
+    def __init__(self, radius: int = 1, eps: float = 0.1):
         self.radius = check_positive("GuidedFilter", "radius", radius, integer=True)
         self.eps = check_positive("GuidedFilter", "eps", eps)
         self.kernel_size = 2 * self.radius + 1
