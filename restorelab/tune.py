@@ -71,7 +71,8 @@ class TunedRestorer(Restorer):
     def __init__(self, tuning: Tuning, by_level: dict[float, Restorer]):
         first = next(iter(by_level.values()))
         self.tuning, self.by_level = tuning, by_level
-        self.label, self.task, self.channels = tuning.label, first.task, first.channels
+        # the built method's label: the config's, plus what the method adds (a learner's fallback training set)
+        self.label, self.task, self.channels = first.label, first.task, first.channels
         self.measured_as_given = first.measured_as_given
         self.scales = tuple(int(k) for k in by_level) if tuning.task == "sr" else first.scales
 
@@ -90,7 +91,7 @@ class TunedRestorer(Restorer):
 def default_validation(data_root: str | Path | None = None) -> str:
     try:
         if (dataset_root(data_root) / "BSD200").is_dir():
-            return "BSD200"
+            return "benchmark:BSD200"
     except ImageSourceError:
         pass
     return "skimage:train"
@@ -127,6 +128,7 @@ def tune(config: MethodConfig, fixed: dict, recipe: Recipe, task: str, levels: S
         scored = []
         for point in points:
             restorer = config.build(data_root, **fixed, **point)
+            restorer.label = config.label_with(fixed)
             rows = evaluate(validation, at_level(recipe, level), task, level, [restorer], extra=False, seed=seed,
                             channels=channels)
             scored.append((point, restorer, sum(r["psnr"] for r in rows) / len(rows)))
@@ -202,7 +204,10 @@ def load_tuning(path: str | Path) -> Tuning:
 
 def tuned_from_record(tuning: Tuning, data_root: str | Path | None = None) -> TunedRestorer:
     config, _ = read_method(tuning.method)
-    return TunedRestorer(tuning, {c.level: config.build(data_root, **c.params) for c in tuning.choices})
+    by_level = {c.level: config.build(data_root, **c.params) for c in tuning.choices}
+    for restorer in by_level.values():
+        restorer.label = tuning.label  # with the parameters fixed when it was tuned, as the tuned rows are named
+    return TunedRestorer(tuning, by_level)
 
 
 def levels_for(task: str, scales: Sequence[int], sigmas: Sequence[float]) -> list[float]:

@@ -115,3 +115,15 @@ def test_predict_runs_a_method_on_files(tmp_path, capsys):
         cli(["predict", "--method", "bicubic", "--input", "skimage:val", "--output", str(tmp_path / "o2")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "give --scale" in err and "Traceback" not in err
+
+
+def test_the_default_validation_set_is_bsd200_where_the_data_folder_has_it(tmp_path):
+    from restorelab.tune import default_validation
+    from tests.conftest import benchmark_root
+
+    assert default_validation(tmp_path) == "skimage:train"  # a data folder without BSD200
+    root = benchmark_root()
+    if root is None or not (root / "BSD200").is_dir():
+        pytest.skip("BSD200 not found (RESTORELAB_DATA / ../shared/datasets)")
+    bench = validation_set(None, root, KernelBlur(), 2)
+    assert default_validation(root) == "benchmark:BSD200" and bench.name == "BSD200" and len(bench.samples) == 2
