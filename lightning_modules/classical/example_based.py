@@ -27,6 +27,12 @@ What is implemented, on the luma (``channels = "y"``; chroma is upscaled bicubic
   concatenated vector; searching only the k feature-nearest candidates is our approximation. Overlapping HR
   patches are blended by averaging in both modes.
 
+Measured on Set5 ×3 (``restorelab benchmark --method example_based``, T91, 100 000 pairs, stride 2): k = 16
+averaged (chosen on BSD200 from 4/16/32) 31.90 dB against bicubic's 30.40; the one-pass choice of a single
+candidate (alpha 0.54, k 8 to 64) stays near bicubic (30.3–30.4 dB): one example per patch adds detail of the right
+kind at the wrong place, which PSNR punishes, so averaging k neighbours (which makes this a neighbour-embedding
+variant in effect) is the configured default and the one-pass mode an option.
+
 Not implemented: the paper's Markov network solved by belief propagation (it replaces it with the one-pass
 algorithm itself), its training on a few hand-picked images at a different resolution, and colour (it works on
 luminance too, with colour interpolated).

@@ -36,6 +36,9 @@ What differs: MiniBatchDictionaryLearning instead of the code's batch solver (a 
 same objective); the training luma is BT.601 Y (as the test pairs are measured) where the code takes rgb2gray;
 the reconstruction is not rounded to 8 bit before back-projection. The paper's optional compatibility term with
 already-reconstructed neighbours (its eq. 8) is, as in the released code, not used: overlaps are averaged.
+Measured (``restorelab benchmark --method sparse_coding``, ×3, 1024 atoms, overlap 2, λ chosen 0.05 on BSD200):
+Set5 31.52 / 0.8892, Set14 28.42 / 0.8046; the SRCNN paper (Dong et al., TPAMI 2016) quotes SC at 31.42 dB on
+Set5 ×3. λ between 0.02 and 0.1 changes the validation PSNR by under 0.02 dB.
 ``lam`` is free at test time (the code trains with 0.15 and its demo codes with 0.2), so it is what ``tune``
 searches; changing it reuses the cached dictionary.
 """
