@@ -1,6 +1,6 @@
 """The classical denoisers and deconvolutions of ``configs/methods``: each, built by name and called through the
 restorer interface on a recipe's pair, gives its library's direct call on the same array (tolerance 1e-6; the
-boundary handling of the deconvolutions written out here, not borrowed from the module); a pair without σ or
+boundary treatment of the deconvolutions written out here another way, not borrowed from the module); a pair without σ or
 kernel, or a bad parameter, is one line naming it; BM3D equals ``bm3d.bm3d`` on Set12; every method beats its
 degraded input through ``evaluate``."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import kornia.filters as K
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from skimage import data, restoration
 
 from datamodules.errors import AnticipatedError
@@ -125,21 +126,36 @@ def test_bm3d_on_set12_is_bm3d_called_directly(datasets_root):
         assert ((out - clean) ** 2).mean() < 0.5 * ((pair["degraded"] - clean) ** 2).mean(), name
 
 
+def edgetaper(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """MATLAB's edgetaper written out another way (linear autocorrelations, scipy's wrap-around convolution)."""
+    k = psf.shape[0]
+    weights = []
+    for axis, n in enumerate(image.shape):
+        projection = psf.sum(axis=1 - axis)
+        autocorrelation = np.correlate(projection, projection, "full")  # 2K-1, peak in the middle
+        beta = np.zeros(n - 1)
+        beta[:k], beta[n - k:] = autocorrelation[k - 1:], autocorrelation[:k - 1]
+        beta = np.append(beta, beta[0]) / autocorrelation.max()
+        weights.append(1 - beta)
+    alpha = np.outer(*weights)
+    return alpha * image + (1 - alpha) * ndimage.convolve(image, psf, mode="wrap")
+
+
 @pytest.mark.parametrize("colour", [False, True], ids=["gray", "rgb"])
 def test_deconvolutions_are_the_skimage_calls_with_the_pairs_kernel(colour):
     pair = blurred_pair(crop(colour))
     psf = pair["kernel"][0].double().numpy()
-    k, (h, w) = psf.shape[0], pair["degraded"].shape[-2:]
+    k = psf.shape[0]
     channels = as_chw(numpy_image(pair))
-    # the Wiener filters see the image mirrored to (2H-2)×(2W-2) (periodic: circular blur = the recipe's reflect
-    # blur) and keep the top-left H×W; Richardson–Lucy the image clipped and mirrored by K on every side
-    mirrored = [np.pad(c, ((0, h - 2), (0, w - 2)), mode="reflect") for c in channels]
+    # the Wiener filters see the image edge-tapered; Richardson–Lucy the image clipped and mirrored by K on every
+    # side, the frame cropped after
+    tapered = [edgetaper(c, psf) for c in channels]
     padded = [np.pad(np.clip(c, 0, 1), k, mode="reflect") for c in channels]
     expected = {
-        "wiener": [restoration.wiener(m, psf, 0.03)[:h, :w] for m in mirrored],
-        "unsupervised_wiener": [restoration.unsupervised_wiener(m, psf, rng=np.random.default_rng(0))[0][:h, :w]
-                                for m in mirrored],
-        "richardson_lucy": [restoration.richardson_lucy(p, psf, num_iter=30)[k:-k, k:-k] for p in padded],
+        "wiener": [restoration.wiener(t, psf, 0.03) for t in tapered],
+        "unsupervised_wiener": [restoration.unsupervised_wiener(t, psf, rng=np.random.default_rng(0))[0]
+                                for t in tapered],
+        "richardson_lucy": [restoration.richardson_lucy(p, psf, num_iter=20)[k:-k, k:-k] for p in padded],
     }
     for name in DECONVOLUTIONS:
         restorer = build(name)
@@ -148,9 +164,9 @@ def test_deconvolutions_are_the_skimage_calls_with_the_pairs_kernel(colour):
         assert out.shape == pair["degraded"].shape
         np.testing.assert_allclose(out[0].double().numpy(), np.stack(expected[name]), rtol=0, atol=TOL, err_msg=name)
     assert torch.equal(build("unsupervised_wiener")(pair), build("unsupervised_wiener")(pair))  # seeded
-    unpadded = [restoration.wiener(c, psf, 0.1) for c in channels]
-    np.testing.assert_allclose(build("wiener", balance=0.1, pad=False)(pair)[0].double().numpy(), np.stack(unpadded),
-                               rtol=0, atol=TOL)
+    plain = [restoration.wiener(c, psf, 0.1) for c in channels]
+    np.testing.assert_allclose(build("wiener", balance=0.1, boundary="none")(pair)[0].double().numpy(),
+                               np.stack(plain), rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize("name", ["bm3d", "nl_means"])
@@ -180,6 +196,7 @@ def test_deconvolution_without_kernel_is_one_line(name):
     ("wiener:balance=-0.1", "Wiener: balance=-0.1 must be positive"),
     ("richardson_lucy:num_iter=2.5", "RichardsonLucy: num_iter=2.5 must be a positive integer"),
     ("unsupervised_wiener:seed=-1", "UnsupervisedWiener: seed=-1 must be a non-negative integer"),
+    ("wiener:boundary=wrap", "Wiener: boundary='wrap' must be one of taper, reflect, none"),
 ])
 def test_bad_parameter_is_one_line(spec, message):
     with pytest.raises(AnticipatedError, match=message.replace("(", r"\(")):

@@ -6,7 +6,7 @@ each measured by the same protocol code as a trained checkpoint and named by a c
     example_based.py   example-based SR (Freeman et al. 2002): a patch database, nearest-neighbour look-up
     sparse_coding.py   sparse-coding SR (Yang et al., TIP 2010): coupled dictionaries, back-projection
     filters.py         Gaussian, median, bilateral and guided filters (kornia)
-    nonlocal.py        non-local means (scikit-image) and BM3D (the ``bm3d`` package)
+    nonlocal_denoising.py  non-local means (scikit-image) and BM3D (the ``bm3d`` package)
     deconvolution.py   Wiener, unsupervised Wiener and Richardson–Lucy with the known kernel (scikit-image)
 
 This module holds only what every table needs: the baseline of each task and ``degradation``, which methods built

@@ -12,8 +12,11 @@ What differs: both run on the CPU in float64 on the noisy input as the pair hold
 is a free factor chosen per σ on validation images (``restorelab tune``); skimage's ``sigma`` subtracts the
 expected noise distance 2σ² from each patch distance (Buades et al. 2011's variant). BM3D is the ``bm3d`` package
 (version 4, Mäkinen, Azzari & Foi 2020: the authors' compiled code, whose "np" profile is the default here), not
-the 2007 MATLAB release behind the published tables; that release switched to its "very noisy" parameters above
-σ = 40, which profile "vn" gives. Profiles: np, refilter, vn, vn_old, high, deb, lc (low complexity).
+the 2007 MATLAB release behind the published tables: for a scalar σ it thresholds at λ = 3.0 (2007: 2.7), weights
+its Wiener stage with μ² = 0.4 (2007: 1) and corrects the block matching and the coefficient variances (γ = 3,
+k = 4; none in 2007, v4's "conventional mode" nf = 0), and the 2007 code used its "very noisy" parameters (profile
+"vn_old" here) above σ = 40. Profiles: np, refilter, vn, vn_old, high, deb,
+lc (low complexity).
 """
 from __future__ import annotations
 
