@@ -26,6 +26,7 @@ the deconvolutions, which the nets' motion blur (an average of frames, no kernel
     restorelab models --threads 1 --jobs 2             # two nets at once, one core each (how the README's was made)
     restorelab models --only vdsr dncnn_s --budget-seconds 300
     restorelab models --classical_only                 # the classical rows again, on the nets' saved checkpoints
+    restorelab models --classical_only deblur          # those of one task only
 
 ``run_model(key, budget_seconds, work_dir)`` returns a net's rows; ``render_table`` / ``rewrite_readme`` make
 and place the table (the slow learning tests reuse them).
@@ -231,10 +232,10 @@ def row_checkpoint(row: dict, out: Path) -> Path:
     return out / "runs" / key / run_id / "checkpoints" / "last.ckpt"
 
 
-def classical_rows(net_rows: Sequence[dict], out: Path) -> list[dict]:
+def classical_rows(net_rows: Sequence[dict], out: Path, tasks: Sequence[str] = ("sr", "denoise", "deblur")) -> list[dict]:
     """Every classical method of ``CLASSICAL`` on the pairs of each setting the nets were measured on (the recipe
     and colours of the setting's first net), plus known-kernel deblurring for the deconvolutions; one row per
-    method and setting."""
+    method and setting; ``tasks``: the tasks measured."""
     from datamodules.recipes import KernelBlur, MotionBlur
     from restorelab.checkpointing import load_recipe
     from restorelab.evaluation import at_level
@@ -251,7 +252,7 @@ def classical_rows(net_rows: Sequence[dict], out: Path) -> list[dict]:
         "recipe": KernelBlur(), "level": None, "channels": None, "nets": []}
     rows = []
     for (task, setting, degradation, channels), group in settings.items():
-        if isinstance(group["recipe"], MotionBlur):  # an average of frames has no kernel to deconvolve with
+        if task not in tasks or isinstance(group["recipe"], MotionBlur):  # an average of frames has no kernel to deconvolve with
             continue
         print(f"restorelab models: classical methods, {task} {setting}", file=sys.stderr)
         result = classical_benchmark(group["recipe"], group["level"], CLASSICAL[task], channels)
@@ -465,8 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="nets trained at once, each in its own process (with --threads 1: one per core)")
     classical = parser.add_mutually_exclusive_group()
-    classical.add_argument("--classical_only", action="store_true",
-                           help="train nothing: measure the classical methods on the saved nets' settings again")
+    classical.add_argument("--classical_only", nargs="*", choices=list(TASK_NAMES), default=None, metavar="TASK",
+                           help="train nothing: measure the classical methods on the saved nets' settings again (of "
+                                "these tasks only, the others' rows kept from --out/classical.json)")
     classical.add_argument("--no_classical", action="store_true", help="the nets' table only, no classical rows")
     args = parser.parse_args(argv)
     if args.threads:
@@ -475,8 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     previous = json.loads((out / "models.json").read_text()) if (out / "models.json").is_file() else []
     new = []
-    keys = [] if args.classical_only else args.only or list(SPECS)
-    if args.classical_only and not previous:
+    only_classical = args.classical_only is not None
+    keys = [] if only_classical else args.only or list(SPECS)
+    if only_classical and not previous:
         raise AnticipatedError(f"{out / 'models.json'}: no nets' rows to measure the classical methods beside; "
                                "run restorelab models first")
     for key in keys:
@@ -487,7 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [r for r in merge_rows(previous, new) if not r["baseline"].startswith("Gaussian filter")]  # older tables
     table = render_table(rows)
     if not args.no_classical:
-        classical = classical_rows(rows, out)
+        tasks = args.classical_only or list(TASK_NAMES)
+        kept = json.loads((out / "classical.json").read_text()) if (out / "classical.json").is_file() else []
+        classical = [r for r in kept if r["task"] not in tasks] + classical_rows(rows, out, tasks)
+        classical.sort(key=lambda r: list(TASK_NAMES).index(r["task"]))
         rows = with_best_classical(rows, classical)
         write_rows(rows, out)
         (out / "classical.json").write_text(json.dumps(classical, indent=1) + "\n")

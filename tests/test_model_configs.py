@@ -190,6 +190,7 @@ def test_classical_rows_sit_beside_the_nets_tuned_on_training_photos(tmp_path, m
     assert len(tuned_on) == mt.TUNE_IMAGES  # the grid saw training photos only; the measured three came after
     # smoothing σ = 25 noise helps a lot over the noisy input (about 20.2 dB)
     assert row["psnr"] > row["baseline_psnr"] + 4
+    assert mt.classical_rows([net_row], tmp_path, tasks=["sr"]) == []  # --classical_only sr: none of these
     (with_best,) = mt.with_best_classical([net_row], classical)
     assert with_best["best_classical"] == "Spy filter"
     table = mt.render_table([with_best]) + mt.render_classical(classical)
