@@ -3,7 +3,7 @@ iterations, λ, ...: the ``tune`` grid of its config in ``configs/methods/``) by
 *validation* images, one choice per table column (SR scale, noise σ), and record it.
 
     restorelab tune --method gaussian median --task denoise --sigmas 15 25 50
-    restorelab tune --method wiener --task deblur --blur kernel --val BSD200 --val_images 10
+    restorelab tune --method wiener --task deblur --blur kernel --val benchmark:BSD200 --val_images 10
 
 Validation images are never test images: the default is the first ``--val_images`` of BSD200 (the BSD300
 training split: disjoint from Set5/Set14/BSD100/BSD68/Set12/Kodak24) when the data folder has it, else the
