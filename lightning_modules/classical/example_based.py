@@ -138,7 +138,24 @@ class PatchDatabase:
         return dist ** 2, idx
 
 
-class ExampleBased(Restorer):
+class TrainedLearner(Restorer):
+    """An SR method that learns from training images (``self.source``: the set it found); its row says so where
+    the bundled photos replaced the paper's T91."""
+
+    _label = ""
+    source = DEFAULT_TRAIN
+
+    @property
+    def label(self) -> str:
+        """The table row's name; it says so where the bundled photos replaced the paper's training set."""
+        return self._label + (f" [trained on {self.source}]" if self.source != DEFAULT_TRAIN else "")
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+
+
+class ExampleBased(TrainedLearner):
     """Example-based SR (Freeman et al. 2002) on the luma; see the module docstring."""
 
     task, channels = "sr", "y"
@@ -160,15 +177,6 @@ class ExampleBased(Restorer):
         self.paths, self.source = training_paths(train, data_root, "example_based")
         self._label = "Example-based (Freeman 2002)"
         self._databases: dict[int, PatchDatabase] = {}
-
-    @property
-    def label(self) -> str:
-        """The table row's name; it says so where the bundled photos replaced the paper's training set."""
-        return self._label + (f" [trained on {self.source}]" if self.source != DEFAULT_TRAIN else "")
-
-    @label.setter
-    def label(self, value: str) -> None:
-        self._label = value
 
     def sigma_for(self, scale: int) -> float:
         return float(self.band_sigma) if self.band_sigma is not None else scale / 2

@@ -52,9 +52,9 @@ from scipy.ndimage import correlate1d, convolve
 
 from datamodules.errors import AnticipatedError
 from datamodules.image_ops import bicubic_downsample, bicubic_upsample
-from lightning_modules.classical.example_based import (DEFAULT_TRAIN, cache_key, save_atomic, training_lumas,
-                                                       training_paths)
-from lightning_modules.restorer import Restorer, pair_scale
+from lightning_modules.classical.example_based import (DEFAULT_TRAIN, TrainedLearner, cache_key, save_atomic,
+                                                       training_lumas, training_paths)
+from lightning_modules.restorer import pair_scale
 
 CHUNK = 2048  # patches coded at a time: their dense codes (N×atoms, float64) stay small
 GRADIENTS = (np.array([1.0, 0.0, -1.0]), np.array([1.0, 0.0, -2.0, 0.0, 1.0]))  # conv2 flips: [-1,0,1], [1,0,-2,0,1]
@@ -103,7 +103,7 @@ def reconstruction_grid(length: int, patch: int, step: int) -> np.ndarray:
     return np.unique(np.append(np.arange(2, last + 1, step), last))
 
 
-class SparseCoding(Restorer):
+class SparseCoding(TrainedLearner):
     """Sparse-coding SR (Yang et al., TIP 2010) on the luma; see the module docstring."""
 
     task, channels = "sr", "y"
@@ -129,15 +129,6 @@ class SparseCoding(Restorer):
         self.paths, self.source = training_paths(train, data_root, "sparse_coding")
         self._label = "Sparse coding (Yang 2010)"
         self._dictionaries: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    @property
-    def label(self) -> str:
-        """The table row's name; it says so where the bundled photos replaced the paper's training set."""
-        return self._label + (f" [trained on {self.source}]" if self.source != DEFAULT_TRAIN else "")
-
-    @label.setter
-    def label(self, value: str) -> None:
-        self._label = value
 
     # ---------------------------------------------------------------------------------- training
 
