@@ -166,6 +166,17 @@ def _text(x) -> str | None:
     return None
 
 
+def _struct(mat: dict, name: str, needed: tuple[str, ...], path: Path, expected: str):
+    """(the struct ``name`` of a .mat file, its fields), or one line saying what the file holds instead."""
+    struct = _scalar(mat.get(name))
+    fields = getattr(struct, "_fieldnames", None) or []
+    if name not in mat or any(f not in fields for f in needed):
+        what = (f"its struct {name} has fields {', '.join(fields) or 'none'}" if name in mat else
+                f"it has {', '.join(_variables(mat)) or 'no variables'}")
+        raise WeightsFileError(f"{path}: {expected} ({what})")
+    return struct, fields
+
+
 def _numeric(x, path: Path, what: str) -> np.ndarray:
     x = _scalar(x)
     if not (isinstance(x, np.ndarray) and x.dtype.kind in "fiub"):
@@ -261,13 +272,8 @@ def vdsr_from_mat(path: Path) -> Converted:
     from lightning_modules.nets.vdsr import VDSR
 
     mat = read_mat(path)
-    model = _scalar(mat.get("model"))
-    fields = getattr(model, "_fieldnames", None) or []
-    if "model" not in mat or "weight" not in fields or "bias" not in fields:
-        what = (f"its struct model has fields {', '.join(fields) or 'none'}" if "model" in mat else
-                f"it has {', '.join(_variables(mat)) or 'no variables'}")
-        raise WeightsFileError(f"{path}: not a caffe-vdsr MatConvNet model: no struct model with cell arrays weight "
-                               f"and bias ({what})")
+    model, _ = _struct(mat, "model", ("weight", "bias"), path,
+                       "not a caffe-vdsr MatConvNet model: no struct model with cell arrays weight and bias")
     weights, biases = _elements(model.weight), _elements(model.bias)
     if len(weights) != len(biases) or len(weights) < 2:
         raise WeightsFileError(f"{path}: model.weight has {len(weights)} layers and model.bias {len(biases)}; "
@@ -373,13 +379,8 @@ def dncnn_from_units(path: Path, units: list[ConvUnit], layout: str) -> Converte
 
 def dncnn_from_mat(path: Path) -> Converted:
     mat = read_mat(path)
-    net = _scalar(mat.get("net"))
-    fields = getattr(net, "_fieldnames", None) or []
-    if "layers" not in fields:
-        what = (f"its struct net has fields {', '.join(fields) or 'none'}" if "net" in mat else
-                f"it has {', '.join(_variables(mat)) or 'no variables'}")
-        raise WeightsFileError(f"{path}: not a MatConvNet SimpleNN model: no struct net with a cell array layers "
-                               f"({what})")
+    net, fields = _struct(mat, "net", ("layers",), path,
+                          "not a MatConvNet SimpleNN model: no struct net with a cell array layers")
     layers = _elements(net.layers)
     if "params" in fields or any("block" in (getattr(l, "_fieldnames", None) or []) for l in layers):
         raise WeightsFileError(f"{path}: a MatConvNet DagNN model; only SimpleNN models (net.layers a cell array of "
