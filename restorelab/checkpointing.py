@@ -33,12 +33,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from datamodules.errors import AnticipatedError, DivergenceError
+from lightning_modules.checkpoint_file import CheckpointError, read_checkpoint
 
 RECENT, WINDOW, EXPLOSION_FACTOR = 5, 200, 10.0
-
-
-class CheckpointError(AnticipatedError):
-    """A checkpoint that cannot be loaded or does not fit the request; the message is one line naming it."""
 
 
 class TrainingHealth(Callback):
@@ -237,36 +234,6 @@ def take_configured(saved: dict, configured: dict, keys: tuple[str, ...], change
         if key in configured and key in saved and configured[key] != saved[key]:
             changes.add(f"{key} {saved[key]} -> {configured[key]}")
             saved[key] = configured[key]
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """A Lightning checkpoint file as a dict, or one line saying why it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - whatever torch says, the user needs one line naming the file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: "
-                              f"{type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict / pytorch-lightning_version)")
-    return ckpt
-
-
-def check_fits(path: str | Path, ckpt: dict, module: torch.nn.Module) -> None:
-    """One line if the checkpoint's weights were saved from another net than ``module``."""
-    own = module.state_dict()
-    saved = ckpt["state_dict"]
-    missing = [k for k in own if k not in saved]
-    unexpected = [k for k in saved if k not in own]
-    wrong = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        k = (missing or unexpected or wrong)[0]
-        what = "lacks" if missing else "has an unexpected" if unexpected else "has another shape for"
-        raise CheckpointError(f"{path}: saved from another net than the configured {type(module).__name__}: it "
-                              f"{what} {k} ({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} "
-                              f"mis-shaped tensors)")
 
 
 DEFAULT_SCHEME = "lightning_modules.schemes.supervised.SupervisedScheme"

@@ -17,8 +17,9 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from datamodules.errors import AnticipatedError
+from lightning_modules.checkpoint_file import check_fits, read_checkpoint
 from restorelab.checkpointing import (HealthyModelCheckpoint, LastCheckpoint, ResumeWithConfiguredOptimizer,
-                                      StopPromptlyWhileEvaluating, TrainingHealth, check_fits, read_checkpoint)
+                                      StopPromptlyWhileEvaluating, TrainingHealth)
 from restorelab.error_report import describe_yaml_error
 from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, finish_wandb, resolve_run_dir
 
