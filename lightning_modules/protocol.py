@@ -1,5 +1,6 @@
 """The evaluation protocol, in one place: what the metrics see of an image (``Protocol.view``: 8-bit rounding,
-colour space, border shave) and the per-image scores (``Protocol.score``: PSNR, SSIM, MS-SSIM, IFC), used by
+colour space, border shave) and the per-image scores (``Protocol.score``: PSNR, SSIM, MS-SSIM, IFC, the texture
+statistics of ``lightning_modules.texture``, LPIPS with local weights), used by
 validation and test (``lightning_modules.schemes``), ``restorelab benchmark``, ``models`` and ``compare``.
 
 The papers' protocol: outputs saved as 8 bit, PSNR/SSIM on Y (BT.601, 16–235) with the border shaved by the
@@ -21,6 +22,7 @@ from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakS
 
 from datamodules.image_ops import quantize, rgb_to_gray, rgb_to_y
 from lightning_modules import ifc as ifc_metric
+from lightning_modules import texture as texture_metric
 
 # torchmetrics' 5-scale MS-SSIM with an 11×11 window needs sides larger than (11 - 1) * 2**4.
 MS_SSIM_MIN_SIDE = 161
@@ -52,13 +54,17 @@ class Protocol:
     (colour images measured as plain luma); ``shave``: border pixels dropped on each side; ``round_to_8bit``:
     images measured as saved to 8-bit files; ``extra``: MS-SSIM and IFC besides PSNR/SSIM; ``round_y``: Y rounded to
     8 bit before the metrics (the scripts that call MATLAB's ``rgb2ycbcr`` on uint8 images; off by default: the
-    SR papers' PSNR scripts convert doubles)."""
+    SR papers' PSNR scripts convert doubles); ``texture``: the spectrum and gradient distances to the target
+    (``lightning_modules.texture``: how much of the target's fine texture an output has, which PSNR punishes
+    a GAN for inventing); ``lpips``: a ``perceptual.LPIPS`` (local weights) for ``perceptual_score``."""
 
     space: Space = "y"
     shave: int = 0
     round_to_8bit: bool = True
     extra: bool = False
     round_y: bool = False
+    texture: bool = False
+    lpips: nn.Module | None = None
 
     def __post_init__(self) -> None:
         if self.space not in SPACE_WORDS:
@@ -86,7 +92,8 @@ class Protocol:
     def score(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float | None]:
         """One image's scores, ``pred`` and ``target`` being views (1×C×H×W): psnr (dB), ssim, and with
         ``extra`` ms_ssim (None where a side is under ``MS_SSIM_MIN_SIDE``) and ifc (None where a side is under
-        ``ifc.MIN_SIDE`` or the view has colour channels); without ``extra`` both are None."""
+        ``ifc.MIN_SIDE`` or the view has colour channels); without ``extra`` both are None; with ``texture``,
+        spectrum (decades) and gradient (Y levels) distances, else None."""
         if pred.shape[0] != 1 or target.shape[0] != 1:
             # a batch would be averaged into one row silently
             raise ValueError(f"score takes one image (1×C×H×W), got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -96,7 +103,21 @@ class Protocol:
         ifc = None
         if self.extra and target.shape[-3] == 1 and min(target.shape[-2:]) >= ifc_metric.MIN_SIDE:
             ifc = float(ifc_metric.ifc(target, pred))
-        return {"psnr": values["psnr"], "ssim": values["ssim"], "ms_ssim": values.get("ms_ssim"), "ifc": ifc}
+        texture = {"spectrum": None, "gradient": None}
+        if self.texture:
+            texture = {"spectrum": texture_metric.spectrum_distance(pred, target),
+                       "gradient": texture_metric.gradient_histogram_distance(pred, target)}
+        return {"psnr": values["psnr"], "ssim": values["ssim"], "ms_ssim": values.get("ms_ssim"), "ifc": ifc, **texture}
+
+    def perceptual_score(self, pred: torch.Tensor, target: torch.Tensor) -> float | None:
+        """LPIPS of one restored image against its target, both in their colours (1×C×H×W): LPIPS is defined on
+        RGB, so it sees the 8-bit images with the border shaved, not the Y the other metrics see; None without
+        ``lpips``."""
+        if self.lpips is None:
+            return None
+        view = lambda x: evaluation_view(x, self.shave, y_channel=False, round_to_8bit=self.round_to_8bit)  # noqa: E731
+        with torch.no_grad():
+            return float(self.lpips(view(pred).float(), view(target).float()))
 
     def sentence(self, border: str | None = None, degradation: str = "", inputs: str = "") -> str:
         """The protocol in words, for a table's header. ``border`` replaces the shaved width where one table
@@ -113,6 +134,12 @@ class Protocol:
         parts.append("Outputs rounded to 8 bit." if self.round_to_8bit else "Outputs measured unrounded.")
         if self.round_y and self.space == "y":
             parts.append("Y rounded to 8 bit before the metrics (MATLAB rgb2ycbcr on uint8).")
+        if self.texture:
+            parts.append(f"Texture distances to the target on the same {'Y' if self.space == 'y' else 'views (on luma)'}"
+                         ", lower = closer: spectrum = mean |Δ log10 radially averaged power| over 0.25-0.5 cycles/px "
+                         "(decades); gradient = Wasserstein-1 distance between the gradient-magnitude distributions.")
+        if self.lpips is not None:
+            parts.append("LPIPS (VGG16, local weights) on the RGB outputs, border shaved.")
         if self.extra:
             parts.append(f"MS-SSIM and IFC on the same {'Y' if self.space == 'y' else 'views'} (MS-SSIM only where "
                          f"both sides are at least {MS_SSIM_MIN_SIDE} px).")

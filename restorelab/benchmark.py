@@ -62,13 +62,16 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
                   progress: bool = True, kernel: str | None = None, blur: str = "synthetic",
                   recipe: Recipe | None = None, baseline: bool = True, channels: str | None = None,
                   method_specs: Sequence[str] = (), tune_on: str | None = None, val_images: int = VAL_IMAGES,
-                  tuned: Sequence[str | Path] = (), round_y: bool = False) -> BenchmarkResult:
+                  tuned: Sequence[str | Path] = (), round_y: bool = False, texture: bool = False,
+                  lpips_weights: str | None = None) -> BenchmarkResult:
     """The task's baseline and every method that covers a level, on every set at every level: the SR scales, the
     denoising σ, or the one deblurring level. ``recipe`` replaces the task's default (``task_recipe``). A method
     that cannot take a set's images (a gray-only net on colour images) raises before anything runs, unless
     ``channels`` ("gray", "rgb") converts every image first. ``method_specs`` add classical methods by name
     (``restorelab.methods``), their free parameters chosen on validation images (``restorelab.tune``: ``tune_on``,
-    ``val_images``, or the records ``tuned``), never on these sets. ``round_y``: the protocol's Y rounded to 8 bit."""
+    ``val_images``, or the records ``tuned``), never on these sets. ``round_y``: the protocol's Y rounded to 8 bit.
+    ``texture``: the texture distances beside PSNR/SSIM; ``lpips_weights``: a local torchvision VGG16 file for LPIPS
+    (``lightning_modules.perceptual.LPIPS``, checked before anything runs)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -78,6 +81,12 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
     if task not in TASKS:
         raise AnticipatedError(f"--task {task} must be one of {', '.join(TASKS)}")
     recipe = recipe or task_recipe(task, kernel, blur)
+    lpips = None
+    if lpips_weights is not None:
+        from lightning_modules.perceptual import LPIPS
+
+        lpips = LPIPS(lpips_weights)
+        lpips.check()
     notes = []
     if not sets:
         sets, note = default_sets(task, data_root)
@@ -114,8 +123,8 @@ def run_benchmark(methods: Sequence[Restorer], sets: Sequence[str] | None = None
         for bench, level, fitting in plan:
             bar.update(job, description=f"{bench.name} {'x' if task == 'sr' else 'σ=' if task == 'denoise' else ''}{level:g}")
             rows += evaluate(bench, at_level(recipe, level), task, level, fitting, extra_metrics, seed,
-                             lambda: bar.advance(job), channels, round_y)
-    text = sentence(task, recipe, extra_metrics, round_y)
+                             lambda: bar.advance(job), channels, round_y, texture, lpips)
+    text = sentence(task, recipe, extra_metrics, round_y, texture, lpips)
     return BenchmarkResult(rows, notes, {b.name: text for b in benches}, [t.text() for t in tunings if t.text()])
 
 
@@ -145,10 +154,11 @@ def set_means(rows: Sequence[dict]) -> dict[tuple[str, str, float], dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["set"], row["method"], level_of(row)), []).append(row)
-    return {key: {m: _mean([r[m] for r in group]) for m in ("psnr", "ssim", "ms_ssim", "ifc")} | {"n": len(group)}
+    return {key: {m: _mean([r.get(m) for r in group]) for m in METRICS} | {"n": len(group)}
             for key, group in groups.items()}
 
 
+METRICS = ("psnr", "ssim", "ms_ssim", "ifc", "spectrum", "gradient", "lpips")
 COLUMN_NAMES = {"sr": lambda s: f"×{s:g}", "denoise": lambda s: f"σ={s:g}", "deblur": lambda s: "blur"}
 
 
@@ -167,13 +177,20 @@ def markdown_table(rows: Sequence[dict], set_name: str, protocol_sentence: str) 
         m = means.get((set_name, method, level))
         if m is None or m[metrics[0]] is None:
             return "—"
-        return " / ".join(f"{m[k]:.2f}" if k in ("psnr", "ifc") else f"{m[k]:.4f}" for k in metrics)
+        digits = {"psnr": 2, "ifc": 2, "spectrum": 3}
+        return " / ".join(f"{m[k]:.{digits.get(k, 4)}f}" for k in metrics)
 
     header = ["Method", *(f"{name(s)} PSNR / SSIM" for s in levels)]
     groups = [("psnr", "ssim")]
     if task == "sr":
         header += [f"{name(s)} MS-SSIM" for s in levels] + [f"{name(s)} IFC" for s in levels]
         groups += [("ms_ssim",), ("ifc",)]
+    if any(r.get("spectrum") is not None for r in rows):
+        header += [f"{name(s)} spectrum / gradient distance" for s in levels]
+        groups += [("spectrum", "gradient")]
+    if any(r.get("lpips") is not None for r in rows):
+        header += [f"{name(s)} LPIPS" for s in levels]
+        groups += [("lpips",)]
     lines = [f"**{set_name}** ({images} images). {protocol_sentence}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for method in methods:
@@ -221,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data_root", default=None, help="benchmark folder (default: $RESTORELAB_DATA)")
     add_inference_options(parser)
     parser.add_argument("--no_extra_metrics", action="store_true", help="SR: skip MS-SSIM and IFC")
+    parser.add_argument("--texture", action="store_true",
+                        help="also the texture distances to the target (radial power spectrum, gradient magnitudes)")
+    parser.add_argument("--lpips", default=None, metavar="VGG16_FILE",
+                        help="also LPIPS, with torchvision's VGG16 weights from this local file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-image draws (kernels, noise, blur)")
     paper = parser.add_argument_group("paper-script options (off by default; stated in the tables' header when on)")
     paper.add_argument("--lr_unrounded", action="store_true",
@@ -254,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_benchmark(methods, args.sets, args.task, args.scales, args.sigmas, args.data_root,
                            not args.no_extra_metrics, args.seed, progress=not args.no_progress, kernel=args.kernel,
                            blur=args.blur, method_specs=args.method, tune_on=args.tune_on,
-                           val_images=args.val_images, tuned=args.tuned, recipe=recipe, round_y=args.round_y)
+                           val_images=args.val_images, tuned=args.tuned, recipe=recipe, round_y=args.round_y,
+                           texture=args.texture, lpips_weights=args.lpips)
     out = Path(args.out)
     tables = markdown_tables(result)
     write_csv(result.rows, out / "benchmark.csv")

@@ -124,7 +124,7 @@ class LastCheckpoint(Callback):
             return
         # written beside, then renamed: a SIGKILL during the write leaves the previous last.ckpt whole
         partial = self.path.with_name(self.path.name + ".partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(partial, weights_only=False)  # the whole training state (and no log line saying so)
         if trainer.is_global_zero:
             os.replace(partial, self.path)
         self.saved_step, self._saved_at = trainer.global_step, time.monotonic()

@@ -1,5 +1,9 @@
 """``restorelab compare``: one figure of zoomed crops side by side (HR | baseline | each checkpoint), each captioned
-with its PSNR, for a chosen image and region.
+with its PSNR and its texture's distance from the HR image's (``lightning_modules.texture``: the radial power
+spectrum distance, which shows what an adversarial loss adds and PSNR punishes), for a chosen image and region.
+
+    restorelab compare --image skimage:chelsea.png --box 150 60 64 64 --scale 4 \
+        --ckpt srresnet_x4.ckpt srgan_x4.ckpt --names SRResNet SRGAN --out srgan_x4.png
 
     restorelab compare --image ../shared/datasets/Set5/butterfly.png --box 100 80 64 64 \
         --ckpt runs/srcnn/<id>/checkpoints/last.ckpt --scale 3 --out butterfly_x3.png
@@ -89,10 +93,11 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
     task = "sr" if sigma is None else "denoise"
     if task == "sr":
         scale = scale or (methods[0].trained_scale if methods else 3)
-        title = f"x{scale}: PSNR on Y (BT.601), border shaved by {scale}; crop PSNR in brackets"
+        title = (f"x{scale}: PSNR on Y (BT.601), border shaved by {scale}; crop PSNR in brackets; spectrum "
+                 "distance to HR (lower: closer texture)")
     else:
         scale = 1
-        title = f"σ={sigma:g}: PSNR on RGB (gray as is); crop PSNR in brackets"
+        title = f"σ={sigma:g}: PSNR on RGB (gray as is); crop PSNR in brackets; spectrum distance to clean"
     for m in methods:
         if not m.covers(task, scale):
             own = f"x{', x'.join(map(str, m.scales))}" if m.task == "sr" else f"a {m.task} net"
@@ -108,7 +113,7 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
     recipe = at_level(task_recipe(task, kernel), sigma if sigma is not None else scale)
     pair = evaluation_pair(recipe, {"target": mod_crop(clean, scale), "name": [image.name]}, scale, None)
     clean = pair["target"]
-    protocol = protocol_for(task, scale, extra=False)
+    protocol = protocol_for(task, scale, extra=False, texture=True)
     crop = lambda t: t[..., y : y + h, x : x + w]  # noqa: E731
     baseline = baseline_for(task)
     if task == "denoise":
@@ -119,10 +124,12 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
         if task == "sr" and m is baseline:
             shown = quantize(shown)
         rounded = False if m.measured_as_given else None
-        whole = protocol.score(protocol.view(measured, round_to_8bit=rounded), protocol.view(clean))["psnr"]
+        whole_scores = protocol.score(protocol.view(measured, round_to_8bit=rounded), protocol.view(clean))
+        whole = whole_scores["psnr"]
         local_view = Protocol(protocol.space, 0, protocol.round_to_8bit)
         local = local_view.score(local_view.view(crop(measured), round_to_8bit=rounded), local_view.view(crop(clean)))["psnr"]
-        panels.append((f"{m.label}\n{whole:.2f} dB ({local:.2f} dB)", crop(shown)))
+        panels.append((f"{m.label}\n{whole:.2f} dB ({local:.2f} dB), spectrum {whole_scores['spectrum']:.2f}",
+                       crop(shown)))
         scores.append((m.label, whole, local))
     draw(panels, out, panel, title)
     return scores

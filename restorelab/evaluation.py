@@ -22,7 +22,8 @@ SR_SCALES = (2, 3, 4)
 NOISE_SIGMAS = (15, 25, 50)
 DENOISING_SETS = ("Set12", "BSD68", "CBSD68", "Kodak24")
 TASKS = ("sr", "denoise", "deblur")
-CSV_FIELDS = ("set", "task", "scale", "sigma", "degradation", "method", "image", "psnr", "ssim", "ms_ssim", "ifc")
+CSV_FIELDS = ("set", "task", "scale", "sigma", "degradation", "method", "image", "psnr", "ssim", "ms_ssim", "ifc",
+              "spectrum", "gradient", "lpips")
 
 
 @dataclass
@@ -63,14 +64,18 @@ def at_level(recipe: Recipe, level: float) -> Recipe:
     return recipe.at_sigma(level) if isinstance(recipe, AWGN) else recipe
 
 
-def protocol_for(task: str, scale: int, extra: bool = True, round_y: bool = False) -> Protocol:
+def protocol_for(task: str, scale: int, extra: bool = True, round_y: bool = False, texture: bool = False,
+                 lpips=None) -> Protocol:
     """SR: Y with the scale shaved (and MS-SSIM, IFC; ``round_y``: Y rounded to 8 bit, a paper-reproduction
-    option); denoising and deblurring: RGB, nothing shaved."""
-    return Protocol.for_task(scale, "y", extra=extra, round_y=round_y) if task == "sr" else Protocol.for_task(1, "rgb")
+    option); denoising and deblurring: RGB, nothing shaved. ``texture``, ``lpips``: ``Protocol``'s, any task."""
+    if task == "sr":
+        return Protocol.for_task(scale, "y", extra=extra, round_y=round_y, texture=texture, lpips=lpips)
+    return Protocol.for_task(1, "rgb", texture=texture, lpips=lpips)
 
 
-def sentence(task: str, recipe: Recipe, extra: bool, round_y: bool = False) -> str:
-    protocol = protocol_for(task, 2 if task == "sr" else 1, extra, round_y)
+def sentence(task: str, recipe: Recipe, extra: bool, round_y: bool = False, texture: bool = False,
+             lpips=None) -> str:
+    protocol = protocol_for(task, 2 if task == "sr" else 1, extra, round_y, texture, lpips)
     inputs = {"sr": "HR mod-cropped to the scale.", "denoise": "Noise seeded per image; the noisy input measured as "
               "the nets receive it (float, unrounded).", "deblur": "Blur seeded per image."}[task]
     degradation = recipe.describe(sigma="of the column's σ") if isinstance(recipe, AWGN) else recipe.describe()
@@ -126,22 +131,23 @@ def infer_task(methods: Sequence[Restorer], sets: Sequence[str] | None, kernel: 
 
 def evaluate(bench: BenchmarkSet, recipe: Recipe, task: str, level: float, methods: Sequence[Restorer],
              extra: bool = True, seed: int = 0, advance: Callable[[], None] = lambda: None,
-             channels: str | None = None, round_y: bool = False) -> list[dict]:
+             channels: str | None = None, round_y: bool = False, texture: bool = False, lpips=None) -> list[dict]:
     """Per-image rows of every method on one set at one level (the SR scale, or σ for denoising); ``channels``
-    converts the images first (None: their own colours)."""
+    converts the images first (None: their own colours); ``texture``, ``lpips``: ``protocol_for``'s."""
     scale = int(level) if task == "sr" else 1
-    protocol = protocol_for(task, scale, extra, round_y)
+    protocol = protocol_for(task, scale, extra, round_y, texture, lpips)
     rows = []
     for name, sample in bench.samples:
         batch = {k: mod_crop(v, scale) for k, v in sample.items()} | {"name": [name]}
         pair = evaluation_pair(recipe, batch, scale, channels, seed)
         target = protocol.view(pair["target"])
         for method in methods:
-            _, measured = method.restore(pair, what=f"{bench.name}/{name}")
+            restored, measured = method.restore(pair, what=f"{bench.name}/{name}")
             view = protocol.view(measured, round_to_8bit=False if method.measured_as_given else None)
             sigma = level if task == "denoise" else float(pair["sigma"][0])
             rows.append({"set": bench.name, "task": task, "scale": scale, "sigma": sigma,
                          "degradation": type(recipe).__name__ + (f":{recipe.kernel}" if isinstance(recipe, ClassicalSR) else ""),
-                         "method": method.label, "image": name, **protocol.score(view, target)})
+                         "method": method.label, "image": name, **protocol.score(view, target),
+                         "lpips": protocol.perceptual_score(restored, pair["target"])})
             advance()
     return rows

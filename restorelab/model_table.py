@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import csv
 import json
 import multiprocessing
@@ -78,6 +79,8 @@ class ModelSpec:
     levels: tuple[int, ...]  # SR: scales measured; denoise: σ measured; deblur: ()
     budget_note: str  # the experiment config in words, for the table
     per_scale: bool = False  # SR nets whose layers depend on the scale (sub-pixel): one training run per scale
+    starts_from: str = ""  # the key of the net whose run (at the same scale) initialises this one's generator
+    vgg: bool = False  # trains with a VGG perceptual loss: $RESTORELAB_VGG19, else a random VGG19 made for it
     config: str = ""  # the net's config, relative to the repository root: configs/<key>.yaml
     experiment: str = ""  # its CPU budget, stacked after it: configs/experiment/cpu_budget/<key>.yaml
 
@@ -100,12 +103,22 @@ TABLE: dict[str, dict] = {
     "srresnet": dict(name="SRResNet", paper="Ledig et al., CVPR 2017", task="sr", levels=(3, 4), per_scale=True,
                      budget_note="4 blocks, 32 channels, 48² HR patches, batch 8, Adam 1e-3 cosine to 0 over 5500 "
                                  "steps (paper: 16, 64, 96², 16, 1e-4)"),
+    "srgan": dict(name="SRGAN", paper="Ledig et al., CVPR 2017", task="sr", levels=(4,), per_scale=True,
+                  starts_from="srresnet",
+                  budget_note="fine-tuned from the SRResNet ×4 row; the paper's SRGAN-MSE variant (MSE + 10⁻³ "
+                              "adversarial, no VGG: none can be downloaded here), discriminator of 32 base channels, "
+                              "48² HR patches, batch 8, Adam 1e-4, EMA 0.999 (paper: VGG54 content loss, 96², 16)"),
     "deepdeblur": dict(name="DeepDeblur", paper="Nah et al., CVPR 2017", task="deblur", levels=(),
                        budget_note="3 ResBlocks of 16 channels per level, 64² patches, batch 4, Adam 1e-3 cosine to 0 "
                                    "over 5000 steps (paper: 19 of 64, 256², 4, 5e-5)"),
     "srn": dict(name="SRN", paper="Tao et al., CVPR 2018", task="deblur", levels=(),
                 budget_note="16 base channels, 1 ResBlock per stage, 64² patches, batch 4, Adam 1e-3 cosine to 0 over "
                             "2500 steps (paper: 32, 3, 256², 16, 1e-4)"),
+    "deblurgan": dict(name="DeblurGAN", paper="Kupyn et al., CVPR 2018", task="deblur", levels=(), vgg=True,
+                      budget_note="16 base channels, 3 ResBlocks, critic of 16, 64² patches, batch 4; the paper's "
+                                  "losses (VGG19 conv3_3 MSE ×100 + WGAN-GP, 5 critic steps), Adam 1e-4 (0.5, 0.999) "
+                                  "linearly to 0 over the second half (paper: 64, 9, 256², 1); steps count "
+                                  "both players'"),
 }
 
 
@@ -204,7 +217,7 @@ def benchmark(checkpoint: Path, level: int | float | None, method_specs: Sequenc
     recipe = recipe or load_recipe(checkpoint)
     levels = [level] if level is not None else [1]
     return run_benchmark([restorer] if with_net else [], HELD_OUT, recipe.task, scales=levels, sigmas=levels,
-                         extra_metrics=False, progress=False, recipe=recipe, baseline=baseline,
+                         extra_metrics=False, texture=True, progress=False, recipe=recipe, baseline=baseline,
                          channels="gray" if restorer.channels == "gray" else None, method_specs=method_specs,
                          tune_on=TUNE_ON, val_images=TUNE_IMAGES)
 
@@ -295,10 +308,28 @@ def table_row(spec: ModelSpec, run: TrainedRun, budget_seconds: float, setting: 
         "train_seconds": round(run.seconds, 1), "threads": torch.get_num_threads(),
         "budget_note": spec.budget_note, "overrides": list(run.overrides), "baseline": baseline,
         "baseline_psnr": b_psnr, "baseline_ssim": b_ssim, "model_psnr": m_psnr, "model_ssim": m_ssim,
-        "gain_db": m_psnr - b_psnr, "images": [r["image"] for r in model_rows], "checkpoint": str(run.checkpoint),
+        "gain_db": m_psnr - b_psnr, **texture_means(baseline_rows, model_rows),
+        "images": [r["image"] for r in model_rows], "checkpoint": str(run.checkpoint),
         "per_image": [{"image": m["image"], "baseline_psnr": b["psnr"], "model_psnr": m["psnr"]}
                       for b, m in zip(baseline_rows, model_rows)],
     }
+
+
+def texture_means(baseline_rows: Sequence[dict], model_rows: Sequence[dict]) -> dict:
+    """The texture distances to the HR/clean images (``lightning_modules.texture``), baseline and model means."""
+    return {f"{tag}_{k}": mean(rows, k) for tag, rows in (("baseline", baseline_rows), ("model", model_rows))
+            for k in ("spectrum", "gradient")}
+
+
+def with_texture(rows: Sequence[dict], out: Path) -> list[dict]:
+    """Rows measured before the texture statistics, measured again on their checkpoints for them (seconds)."""
+    done = []
+    for row in rows:
+        if row.get("model_spectrum") is None and row_checkpoint(row, out).is_file():
+            base, net = split(benchmark(row_checkpoint(row, out), setting_level(row)).rows)
+            row = {**row, **texture_means(base, net)}
+        done.append(row)
+    return done
 
 
 def split(rows: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -319,12 +350,18 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
     spec = SPECS[key]
     levels = spec.levels if levels is None else tuple(levels)
     runs_dir = Path(work_dir) / "runs"
+    if spec.vgg:
+        vgg, words = vgg_weights(Path(work_dir))
+        extra = (f"--model.init_args.vgg_weights={vgg}", *extra)
+        spec = dataclasses.replace(spec, budget_note=f"{spec.budget_note}; {words}")
     if spec.task == "sr":
         rows, run = [], None
         for scale in levels:
             if spec.per_scale or run is None:
                 per_scale = (f"{DATA}.scale={scale}",) if spec.per_scale else ()
-                run = train(key, budget_seconds, runs_dir, (*per_scale, *extra),
+                start = (f"--model.init_args.generator_init={start_checkpoint(spec, runs_dir, scale)}",) \
+                    if spec.starts_from else ()
+                run = train(key, budget_seconds, runs_dir, (*per_scale, *start, *extra),
                             run_id=f"cpu-budget-x{scale}" if spec.per_scale else "cpu-budget")
             base, net = split(benchmark(run.checkpoint, scale).rows)
             rows.append(table_row(spec, run, budget_seconds, f"×{scale}", "bicubic", base, net))
@@ -335,6 +372,34 @@ def run_model(key: str, budget_seconds: float = DEFAULT_BUDGET_SECONDS, work_dir
         return [row(f"σ={sigma}", "noisy input", *split(benchmark(run.checkpoint, sigma).rows)) for sigma in levels]
     base, net = split(benchmark(run.checkpoint, None).rows)
     return [row("synthetic GoPro-style blur", "blurred input", base, net)]
+
+
+def start_checkpoint(spec: ModelSpec, runs_dir: Path, scale: int) -> Path:
+    """The checkpoint of the row ``spec`` starts from (``starts_from``, same scale), or one line saying to train it."""
+    source = SPECS[spec.starts_from]
+    run_id = f"cpu-budget-x{scale}" if source.per_scale else "cpu-budget"
+    path = Path(runs_dir) / spec.starts_from / run_id / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise AnticipatedError(f"{path}: {spec.name} starts from the {source.name} ×{scale} row's checkpoint; train "
+                               f"it first (restorelab models --only {spec.starts_from})")
+    return path
+
+
+VGG_ENV = "RESTORELAB_VGG19"
+
+
+def vgg_weights(work_dir: Path) -> tuple[Path, str]:
+    """The VGG19 file of the perceptual losses, and the table's words for it: ``$RESTORELAB_VGG19`` (torchvision's
+    ImageNet weights, if the user has them), else random He-initialised weights made once under ``work_dir``."""
+    from lightning_modules.nets.vgg import save_random_vgg
+
+    given = os.environ.get(VGG_ENV)
+    if given:
+        return Path(given), f"VGG19 from ${VGG_ENV} ({Path(given).name})"
+    path = Path(work_dir) / "vgg19_random_seed0.pth"
+    if not path.is_file():
+        save_random_vgg(path, depth=19, seed=0)
+    return path, "VGG19 with random weights (seed 0; no ImageNet file here)"
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -359,12 +424,14 @@ def render_table(rows: Sequence[dict]) -> str:
         "unrounded; deblurring: RGB (gray photos as gray), blur synthesised from 7-13 frames along a random camera "
         "path (GoPro-style). Outputs rounded to 8 bit. The best classical method of the task is measured on the same "
         f"pairs, its free parameters chosen on {TUNE_IMAGES} training photos ({TUNE_ON}), never on the measured ones "
-        "(all of them in the second table). Minutes of CPU, not the papers' GPU-days: these show that each recipe "
+        "(all of them in the second table). Spectrum distance: how far the output's fine texture is from the "
+        "target's (mean |Δ log10 radially averaged power| of Y over 0.25-0.5 cycles/px, in decades; lower is "
+        "closer; `lightning_modules/texture.py`), which PSNR does not see. Minutes of CPU, not the papers' GPU-days: these show that each recipe "
         "learns, not the published numbers.",
         "",
         "| Net | Paper | Task | Config | CPU budget | Baseline | Baseline PSNR / SSIM | Model PSNR / SSIM "
-        "| Gain (dB) | Best classical: PSNR / SSIM | Gain over it (dB) |",
-        "|---|---|---|---|---|---|---:|---:|---:|---|---:|",
+        "| Gain (dB) | Spectrum distance: baseline → model | Best classical: PSNR / SSIM | Gain over it (dB) |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         config = f"`{r['config']}`" + (f" + `{r['experiment']}`" if r.get("experiment") else "")
@@ -372,8 +439,14 @@ def render_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {r['net']} | {r['paper']} | {TASK_NAMES[r['task']]} {r['setting']} | {config} | {budget} | "
             f"{r['baseline']} | {r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} | "
-            f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f} | {r['gain_db']:+.2f} | {best_cell(r)} |")
+            f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f} | {r['gain_db']:+.2f} | {texture_cell(r)} | {best_cell(r)} |")
     return "\n".join(lines)
+
+
+def texture_cell(r: dict) -> str:
+    if r.get("model_spectrum") is None:
+        return "—"
+    return f"{r['baseline_spectrum']:.2f} → {r['model_spectrum']:.2f}"
 
 
 def best_cell(r: dict) -> str:
@@ -409,6 +482,7 @@ def rewrite_readme(path: str | Path, body: str) -> None:
 
 CSV_FIELDS = ("net", "paper", "task", "setting", "config", "experiment", "budget_seconds", "steps", "train_seconds",
               "threads", "jobs", "baseline", "baseline_psnr", "baseline_ssim", "model_psnr", "model_ssim", "gain_db",
+              "baseline_spectrum", "model_spectrum", "baseline_gradient", "model_gradient",
               "best_classical", "best_classical_psnr", "best_classical_ssim", "overrides")
 
 
@@ -440,16 +514,19 @@ def _run_model_in_worker(key: str, budget_seconds: float, out: str, threads: int
 
 
 def _trained_rows(keys: Sequence[str], budget_seconds: float, out: Path, threads: int | None, jobs: int):
-    """Each net's rows as its training ends: here, one after the other, or ``jobs`` nets at once in processes."""
-    if jobs <= 1:
-        for key in keys:
-            yield run_model(key, budget_seconds, out)
-        return
-    # spawned, not forked: a forked child would inherit torch's thread pools mid-state
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_model_in_worker, key, budget_seconds, str(out), threads) for key in keys]
-        for future in as_completed(futures):
-            yield future.result()
+    """Each net's rows as its training ends: here, one after the other, or ``jobs`` nets at once in processes; nets
+    that start from another row's checkpoint (``starts_from``) after the others."""
+    later = [k for k in keys if SPECS[k].starts_from in keys]
+    for wave in ([k for k in keys if k not in later], later):
+        if jobs <= 1:
+            for key in wave:
+                yield run_model(key, budget_seconds, out)
+            continue
+        # spawned, not forked: a forked child would inherit torch's thread pools mid-state
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_model_in_worker, key, budget_seconds, str(out), threads) for key in wave]
+            for future in as_completed(futures):
+                yield future.result()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         new += [{**r, "jobs": args.jobs} for r in net_rows]
         write_rows(merge_rows(previous, new), out)  # keep what is done if a later net fails
     rows = [r for r in merge_rows(previous, new) if not r["baseline"].startswith("Gaussian filter")]  # older tables
+    rows = with_texture(rows, out)
     table = render_table(rows)
     if not args.no_classical:
         tasks = args.classical_only or list(TASK_NAMES)

@@ -38,3 +38,13 @@ def run_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("RESTORELAB_RUN_DIR", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def random_vgg19(tmp_path_factory) -> Path:
+    """A VGG19 file in torchvision's layout with random weights, made here: no weights are downloaded in tests."""
+    from lightning_modules.nets.vgg import save_random_vgg
+
+    path = tmp_path_factory.mktemp("vgg") / "vgg19_random.pth"
+    save_random_vgg(path, depth=19, seed=0)
+    return path

@@ -172,3 +172,10 @@ def test_patchgan_critic_scores_each_sample_alone(norm):
 ])
 def test_patchgan_critic_bad_options(kwargs, option):
     assert one_line_error(PatchGANCritic, **kwargs).startswith(f"{DISCRIMINATOR}.{option}")
+
+
+def test_deblurgan_identity_init_starts_from_its_input():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(DeblurGANGenerator(features=8, blocks=1, identity_init=True)(x), x)
+    assert (DeblurGANGenerator(features=8, blocks=1)(x) - x).abs().mean() > 0.01  # the authors' init does not

@@ -22,9 +22,9 @@ from datamodules.errors import DivergenceError
 from lightning_modules.classical import baseline_for
 from lightning_modules.protocol import ImageQuality, Protocol
 
-# The CLI records the net's class_path/init_args as a hyper-parameter (so a checkpoint rebuilds its own
+# The CLI records the nets' class_path/init_args as a hyper-parameter (so a checkpoint rebuilds its own
 # net); Lightning cannot tell that apart from storing the module itself and warns on every load.
-warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of `nn.Module`")
+warnings.filterwarnings("ignore", message="Attribute '(net|discriminator)' is an instance of `nn.Module`")
 
 
 class RestorationScheme(L.LightningModule):
