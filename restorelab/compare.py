@@ -128,7 +128,7 @@ def compare(image: str | Path, box: tuple[int, int, int, int], ckpts: Sequence[s
         whole = whole_scores["psnr"]
         local_view = Protocol(protocol.space, 0, protocol.round_to_8bit)
         local = local_view.score(local_view.view(crop(measured), round_to_8bit=rounded), local_view.view(crop(clean)))["psnr"]
-        panels.append((f"{m.label}\n{whole:.2f} dB ({local:.2f} dB), spectrum {whole_scores['spectrum']:.2f}",
+        panels.append((f"{m.label}\n{whole:.2f} dB ({local:.2f} dB)\nspectrum {whole_scores['spectrum']:.2f}",
                        crop(shown)))
         scores.append((m.label, whole, local))
     draw(panels, out, panel, title)

@@ -1,6 +1,7 @@
 """Evidence of learning (``make test-slow``; a few minutes of CPU per net): each paper's net, trained from its
 config with the CPU overrides of ``restorelab models`` for ``BUDGET_SECONDS``, beats the classical baseline on
-the held-out bundled photos (chelsea, coffee, camera), measured as the model table measures it."""
+the held-out bundled photos (chelsea, coffee, camera), measured as the model table measures it; SRGAN trades PSNR
+for texture against the SRResNet it starts from."""
 from __future__ import annotations
 
 import pytest
@@ -56,3 +57,18 @@ def test_deblurrers_beat_the_blurred_input(tmp_path, key):
     (row,) = mt.run_model(key, BUDGET_SECONDS, tmp_path)
     assert row["baseline"] == "blurred input"
     assert row["model_psnr"] > row["baseline_psnr"], row
+
+
+def test_deblurgan_beats_the_blurred_input(tmp_path):
+    (row,) = mt.run_model("deblurgan", BUDGET_SECONDS, tmp_path)
+    assert row["baseline"] == "blurred input"
+    assert row["model_psnr"] > row["baseline_psnr"], row
+
+
+def test_srgan_trades_psnr_for_texture_against_the_srresnet_it_starts_from(tmp_path):
+    """The perception-distortion trade-off: fine-tuned adversarially from the SRResNet x4 row, SRGAN's PSNR falls
+    below SRResNet's while its texture (the spectrum distance to HR) comes closer to the HR images."""
+    (srresnet,) = mt.run_model("srresnet", BUDGET_SECONDS, tmp_path, levels=[4])
+    (srgan,) = mt.run_model("srgan", BUDGET_SECONDS, tmp_path)
+    assert srgan["model_psnr"] < srresnet["model_psnr"], (srgan, srresnet)
+    assert srgan["model_spectrum"] < srresnet["model_spectrum"], (srgan, srresnet)
