@@ -255,3 +255,10 @@ def test_learned_methods_train_on_t91_when_present(datasets_root):
         config, _ = read_method(name)
         restorer = config.build(datasets_root)
         assert restorer.label == config.label and len(restorer.paths) == 91
+
+
+def test_a_training_set_fixed_by_name_is_said_once(tmp_path):
+    config, fixed = read_method("example_based:train=skimage:train")
+    restorer = config.build(tmp_path, **fixed)
+    restorer.label = config.label_with(fixed)
+    assert restorer.label.count("skimage:train") == 1, restorer.label

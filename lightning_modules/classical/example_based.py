@@ -147,8 +147,10 @@ class TrainedLearner(Restorer):
 
     @property
     def label(self) -> str:
-        """The table row's name; it says so where the bundled photos replaced the paper's training set."""
-        return self._label + (f" [trained on {self.source}]" if self.source != DEFAULT_TRAIN else "")
+        """The table row's name; it says so where the bundled photos replaced the paper's training set (unless the
+        name says it already: ``train=...`` fixed on the command line)."""
+        said = self.source == DEFAULT_TRAIN or f"train={self.source}" in self._label
+        return self._label + ("" if said else f" [trained on {self.source}]")
 
     @label.setter
     def label(self, value: str) -> None:
