@@ -158,7 +158,7 @@ def set_means(rows: Sequence[dict]) -> dict[tuple[str, str, float], dict]:
             for key, group in groups.items()}
 
 
-METRICS = ("psnr", "ssim", "ms_ssim", "ifc", "spectrum", "gradient", "lpips")
+METRICS = ("psnr", "ssim", "ms_ssim", "ifc", "spectrum", "gradient", "lpips", "updates", "seconds")
 COLUMN_NAMES = {"sr": lambda s: f"×{s:g}", "denoise": lambda s: f"σ={s:g}", "deblur": lambda s: "blur"}
 
 
@@ -177,7 +177,7 @@ def markdown_table(rows: Sequence[dict], set_name: str, protocol_sentence: str) 
         m = means.get((set_name, method, level))
         if m is None or m[metrics[0]] is None:
             return "—"
-        digits = {"psnr": 2, "ifc": 2, "spectrum": 3}
+        digits = {"psnr": 2, "ifc": 2, "spectrum": 3, "updates": 0, "seconds": 1}
         return " / ".join(f"{m[k]:.{digits.get(k, 4)}f}" for k in metrics)
 
     header = ["Method", *(f"{name(s)} PSNR / SSIM" for s in levels)]
@@ -191,6 +191,9 @@ def markdown_table(rows: Sequence[dict], set_name: str, protocol_sentence: str) 
     if any(r.get("lpips") is not None for r in rows):
         header += [f"{name(s)} LPIPS" for s in levels]
         groups += [("lpips",)]
+    if any(r.get("updates") is not None for r in rows):  # methods that learn on each image: their budget
+        header += [f"{name(s)} updates / s per image" for s in levels]
+        groups += [("updates", "seconds")]
     lines = [f"**{set_name}** ({images} images). {protocol_sentence}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for method in methods:

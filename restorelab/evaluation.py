@@ -23,7 +23,7 @@ NOISE_SIGMAS = (15, 25, 50)
 DENOISING_SETS = ("Set12", "BSD68", "CBSD68", "Kodak24")
 TASKS = ("sr", "denoise", "deblur")
 CSV_FIELDS = ("set", "task", "scale", "sigma", "degradation", "method", "image", "psnr", "ssim", "ms_ssim", "ifc",
-              "spectrum", "gradient", "lpips")
+              "spectrum", "gradient", "lpips", "updates", "seconds")
 
 
 @dataclass
@@ -148,6 +148,7 @@ def evaluate(bench: BenchmarkSet, recipe: Recipe, task: str, level: float, metho
             rows.append({"set": bench.name, "task": task, "scale": scale, "sigma": sigma,
                          "degradation": type(recipe).__name__ + (f":{recipe.kernel}" if isinstance(recipe, ClassicalSR) else ""),
                          "method": method.label, "image": name, **protocol.score(view, target),
-                         "lpips": protocol.perceptual_score(restored, pair["target"])})
+                         "lpips": protocol.perceptual_score(restored, pair["target"]),
+                         **getattr(method, "last_budget", {})})  # a per-image learner's updates and seconds
             advance()
     return rows
