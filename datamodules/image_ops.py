@@ -23,11 +23,37 @@ def _cubic(x: torch.Tensor) -> torch.Tensor:
     return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
 
 
+EPS = 2.220446049250313e-16  # MATLAB's eps, which its lanczos kernels add to avoid 0/0 at x = 0
+
+
+def _lanczos3(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``lanczos3``: sinc(x)·sinc(x/3) on |x| < 3, written as MATLAB writes it."""
+    f = (torch.sin(math.pi * x) * torch.sin(math.pi * x / 3) + EPS) / (math.pi ** 2 * x * x / 3 + EPS)
+    return f * (x.abs() < 3)
+
+
+def _lanczos2(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``lanczos2``: sinc(x)·sinc(x/2) on |x| < 2."""
+    f = (torch.sin(math.pi * x) * torch.sin(math.pi * x / 2) + EPS) / (math.pi ** 2 * x * x / 2 + EPS)
+    return f * (x.abs() < 2)
+
+
+def _triangle(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB's ``triangle`` (bilinear)."""
+    return (x + 1) * ((-1 <= x) & (x < 0)) + (1 - x) * ((0 <= x) & (x <= 1))
+
+
+# MATLAB imresize's kernels by name: (the function, its width in input pixels)
+RESIZE_KERNELS = {"cubic": (_cubic, 4.0), "lanczos3": (_lanczos3, 6.0), "lanczos2": (_lanczos2, 4.0),
+                  "triangle": (_triangle, 2.0)}
+
+
 @lru_cache(maxsize=64)
-def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _contributions(in_len: int, out_len: int, scale: float, kernel: str,
+                   antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (out_len×P, into the unpadded input) and weights (out_len×P) of MATLAB's
-    ``contributions``: mirror padding is folded into the indices, so no padded copy is ever made."""
-    kernel_width = 4.0
+    ``contributions`` for a named kernel: mirror padding is folded into the indices, so no padded copy is ever made."""
+    h, kernel_width = RESIZE_KERNELS[kernel]
     widen = antialias and scale < 1
     if widen:
         kernel_width /= scale
@@ -37,7 +63,7 @@ def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     taps = math.ceil(kernel_width) + 2
     idx = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]
     dist = u[:, None] - idx
-    weights = scale * _cubic(dist * scale) if widen else _cubic(dist)
+    weights = scale * h(dist * scale) if widen else h(dist)
     weights = weights / weights.sum(dim=1, keepdim=True)
     keep = weights.abs().sum(dim=0) > 0  # MATLAB drops all-zero columns; it changes nothing but work
     idx, weights = idx[:, keep], weights[:, keep]
@@ -47,9 +73,9 @@ def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     return zero_based, weights
 
 
-def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, kernel: str, antialias: bool) -> torch.Tensor:
     """Resize along ``dim`` (-2 or -1): gather the P taps of every output pixel, weight, sum."""
-    idx, w = _contributions(x.shape[dim], out_len, scale, antialias)
+    idx, w = _contributions(x.shape[dim], out_len, scale, kernel, antialias)
     idx = idx.to(x.device)
     w = w.to(device=x.device, dtype=x.dtype)
     taps = x.index_select(dim, idx.flatten())
@@ -59,14 +85,17 @@ def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias
 
 
 def imresize(x: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None,
-             antialias: bool = True) -> torch.Tensor:
-    """MATLAB ``imresize(x, scale, 'bicubic')`` on the last two dimensions of ``x`` (any leading dims).
+             antialias: bool = True, kernel: str = "cubic") -> torch.Tensor:
+    """MATLAB ``imresize(x, scale, kernel)`` on the last two dimensions of ``x`` (any leading dims); ``kernel``
+    one of ``RESIZE_KERNELS`` (default "cubic": MATLAB's 'bicubic', every SR benchmark's degradation).
 
     Give ``scale`` (one factor for both sides) or the output ``size`` (H, W). Height is resized
     first, then width, as MATLAB does for equal factors. No clipping or rounding happens here.
     """
     if (scale is None) == (size is None):
         raise ValueError("imresize needs exactly one of scale= or size=")
+    if kernel not in RESIZE_KERNELS:
+        raise ValueError(f"imresize: kernel must be one of {', '.join(RESIZE_KERNELS)}, got {kernel!r}")
     in_h, in_w = x.shape[-2:]
     if size is None:
         if scale <= 0:
@@ -76,8 +105,8 @@ def imresize(x: torch.Tensor, scale: float | None = None, size: tuple[int, int] 
     else:
         scale_h, scale_w = size[0] / in_h, size[1] / in_w
     out = x.float() if not x.is_floating_point() else x
-    out = _resize_dim(out, -2, size[0], scale_h, antialias)
-    return _resize_dim(out, -1, size[1], scale_w, antialias)
+    out = _resize_dim(out, -2, size[0], scale_h, kernel, antialias)
+    return _resize_dim(out, -1, size[1], scale_w, kernel, antialias)
 
 
 def bicubic_downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from datamodules.errors import AnticipatedError
 from datamodules.image_ops import bicubic_downsample, bicubic_upsample, imresize
 from datamodules.sources import read_image, resolve_source
 from lightning_modules.classical.example_based import ExampleBased, patch_grid
-from lightning_modules.classical.interpolation import Bicubic, Bilinear, Lanczos, Nearest, imresize_kernel
+from lightning_modules.classical.interpolation import Bicubic, Bilinear, Lanczos, Nearest
 from lightning_modules.classical.sparse_coding import SparseCoding, back_project, gradient_features, patches_at
 from restorelab.evaluation import BenchmarkSet, evaluate, task_recipe
 from restorelab.methods import read_method
@@ -64,14 +64,14 @@ def test_bilinear_is_torch_opencv_and_matlab_bilinear(s):
     assert torch.equal(out, F.interpolate(lr, scale_factor=s, mode="bilinear", align_corners=False))
     cv = cv2.resize(lr[0].permute(1, 2, 0).numpy(), None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
     assert np.abs(out[0].permute(1, 2, 0).numpy() - cv).max() < 1e-5  # float32 arithmetic on both sides
-    matlab = imresize_kernel(lr.double(), s, kernel="triangle")  # MATLAB imresize(x, s, 'bilinear')
+    matlab = imresize(lr.double(), s, kernel="triangle")  # MATLAB imresize(x, s, 'bilinear')
     assert (out.double() - matlab).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 0.5, 1 / 3, 0.37])
 def test_kernel_imresize_with_the_cubic_kernel_is_our_matlab_bicubic(scale):
     x = torch.rand(2, 1, 17, 23, dtype=torch.float64)
-    assert torch.equal(imresize_kernel(x, scale, kernel="cubic"), imresize(x, scale))
+    assert torch.equal(imresize(x, scale, kernel="cubic"), imresize(x, scale))  # the default kernel is MATLAB's bicubic
 
 
 @pytest.mark.parametrize("s", [2, 3, 4])
@@ -87,12 +87,12 @@ def test_lanczos3_matches_pil_away_from_borders(s):
 def test_lanczos3_on_constant_and_ramp():
     s = 3
     constant = torch.full((1, 1, 9, 10), 0.3, dtype=torch.float64)
-    assert (imresize_kernel(constant, s) - 0.3).abs().max() < 1e-12
+    assert (imresize(constant, s, kernel="lanczos3") - 0.3).abs().max() < 1e-12
     # Lanczos-3 with normalised weights reproduces a ramp only approximately (its taps are not symmetric about an
     # off-grid output pixel): measured 0.016 LR px at x3; MATLAB's kernel is the same function
     n = 40
     ramp = torch.arange(n, dtype=torch.float64).expand(1, 1, 8, n)
-    out = imresize_kernel(ramp, size=(8 * s, n * s))[0, 0, 4]
+    out = imresize(ramp, size=(8 * s, n * s), kernel="lanczos3")[0, 0, 4]
     exact = torch.arange(1, n * s + 1, dtype=torch.float64) / s + 0.5 * (1 - 1 / s) - 1
     assert (out - exact)[3 * s:-3 * s].abs().max() < 0.025
 
