@@ -28,16 +28,22 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def check_fits(path: str | Path, ckpt: dict, module: torch.nn.Module) -> None:
-    """One line if the checkpoint's weights were saved from another net than ``module``."""
-    own = module.state_dict()
-    saved = ckpt["state_dict"]
+def weights_mismatch(own: dict, saved: dict) -> str | None:
+    """How a saved state dict differs from a module's (``own``), or None where every tensor fits: the first
+    missing, unexpected or mis-shaped key and the counts of each."""
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
     wrong = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        k = (missing or unexpected or wrong)[0]
-        what = "lacks" if missing else "has an unexpected" if unexpected else "has another shape for"
+    if not (missing or unexpected or wrong):
+        return None
+    k = (missing or unexpected or wrong)[0]
+    what = "lacks" if missing else "has an unexpected" if unexpected else "has another shape for"
+    return f"{what} {k} ({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors)"
+
+
+def check_fits(path: str | Path, ckpt: dict, module: torch.nn.Module) -> None:
+    """One line if the checkpoint's weights were saved from another net than ``module``."""
+    problem = weights_mismatch(module.state_dict(), ckpt["state_dict"])
+    if problem:
         raise CheckpointError(f"{path}: saved from another net than the configured {type(module).__name__}: it "
-                              f"{what} {k} ({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} "
-                              f"mis-shaped tensors)")
+                              f"{problem}")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import AnticipatedError
-from lightning_modules.checkpoint_file import CheckpointError, read_checkpoint
+from lightning_modules.checkpoint_file import CheckpointError, read_checkpoint, weights_mismatch
 from lightning_modules.losses import GANLoss, GanLossName, PixelLoss, gradient_penalty
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.schemes.base import RestorationScheme
@@ -118,10 +118,10 @@ class AdversarialScheme(RestorationScheme):
         """The generator's weights from the net of another run's checkpoint (one line if they do not fit)."""
         saved = read_checkpoint(path)["state_dict"]
         weights = {k[len("net."):]: v for k, v in saved.items() if k.startswith("net.")}
-        own = self.net.state_dict()
-        if set(weights) != set(own) or any(weights[k].shape != own[k].shape for k in own):
+        problem = weights_mismatch(self.net.state_dict(), weights)
+        if problem:
             raise CheckpointError(f"{path}: model.init_args.generator_init holds another net than the configured "
-                                  f"{type(self.net).__name__} (tensors or shapes differ)")
+                                  f"{type(self.net).__name__}: it {problem}")
         self.net.load_state_dict(weights)
 
     def configure_callbacks(self):
