@@ -21,7 +21,6 @@ unbounded), so they would read as an explosion; every loss is still checked for 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 import torch
@@ -154,14 +153,9 @@ class AdversarialScheme(RestorationScheme):
 
     def generator_steps_in_run(self) -> int:
         """Generator steps the run will take: max_steps counts both players' (1 + n_critic per batch)."""
-        trainer = self.trainer
-        if trainer.max_steps not in (None, -1):
-            return max(1, trainer.max_steps // (1 + self.hparams.n_critic))
-        total = trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise AnticipatedError(f"model.init_args.scheduler={self.hparams.scheduler} needs trainer.max_steps or "
-                             "trainer.max_epochs")
-        return max(1, int(total))
+        if self.trainer.max_steps not in (None, -1):
+            return max(1, self.trainer.max_steps // (1 + self.hparams.n_critic))
+        return self.steps_in_run()  # batches × epochs: one generator step each
 
     # ------------------------------------------------------------------ training
     def generator_losses(self, out: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

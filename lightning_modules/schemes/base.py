@@ -10,6 +10,7 @@ for SR, the noisy/blurred input otherwise) is measured on the same images beside
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal
 
@@ -18,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from datamodules.errors import DivergenceError
+from datamodules.errors import AnticipatedError, DivergenceError
 from lightning_modules.classical import baseline_for
 from lightning_modules.protocol import ImageQuality, Protocol
 
@@ -86,6 +87,15 @@ class RestorationScheme(L.LightningModule):
         value = loss.item() if loss.numel() == 1 else loss.detach().flatten().tolist()
         raise DivergenceError(f"{what} is {value} at step {self.global_step}{lr}",
                               lr=getattr(self.hparams, "lr", None))
+
+    def steps_in_run(self) -> int:
+        """Lightning's estimate of the run's stepping batches (max_steps, else batches × max_epochs), for
+        schedules over the whole run; one line where neither bounds the run."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise AnticipatedError(f"model.init_args.scheduler={self.hparams.scheduler} needs trainer.max_steps or "
+                                   "trainer.max_epochs")
+        return max(1, int(total))
 
     # ------------------------------------------------------------------ evaluation
     def restore(self, batch: dict) -> torch.Tensor:

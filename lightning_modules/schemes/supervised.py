@@ -3,7 +3,6 @@ automatic optimization (the scheme of every paper config: SRCNN, VDSR, DnCNN, NL
 Evaluation, logging and checkpoint contents come from ``RestorationScheme``."""
 from __future__ import annotations
 
-import math
 import re
 from typing import Literal
 
@@ -105,10 +104,7 @@ class SupervisedScheme(RestorationScheme):
         elif hp.scheduler == "exponential":
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, hp.gamma)
         else:  # per step, over the whole run: max_epochs may be -1 when max_steps bounds the run
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise ValueError(f"model.init_args.scheduler={hp.scheduler} needs trainer.max_steps or trainer.max_epochs")
-            total = max(1, int(total))
+            total = self.steps_in_run()
             if hp.scheduler == "cosine":
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
             else:
