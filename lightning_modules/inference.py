@@ -140,6 +140,22 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, tile: int = 256, overlap: int
     return out[..., : h * scale, : w * scale]
 
 
+def geometric_views(x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor], views: int = 8) -> list[torch.Tensor]:
+    """``forward`` on the first ``views`` of the 4 rotations × 2 flips of ``x`` (the identity first), each output
+    mapped back: what a geometric self-ensemble combines (its mean, ``self_ensemble``; ZSSR's median)."""
+    outputs = []
+    for quarter_turns in range(4):
+        for flip in (False, True):
+            if len(outputs) == views:
+                return outputs
+            view = torch.rot90(x, quarter_turns, dims=(-2, -1))
+            view = view.flip(-1) if flip else view
+            y = forward(view)
+            y = y.flip(-1) if flip else y
+            outputs.append(torch.rot90(y, -quarter_turns, dims=(-2, -1)))
+    return outputs
+
+
 @torch.no_grad()
 def self_ensemble(net: nn.Module, x: torch.Tensor,
                   forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
@@ -147,16 +163,9 @@ def self_ensemble(net: nn.Module, x: torch.Tensor,
     mapped back. ``forward`` replaces ``net`` as the pass to run, e.g.
     ``functools.partial(tiled_forward, net, tile=256)``.
     """
-    forward = forward or net
     total = None
-    for quarter_turns in range(4):
-        for flip in (False, True):
-            view = torch.rot90(x, quarter_turns, dims=(-2, -1))
-            view = view.flip(-1) if flip else view
-            y = forward(view)
-            y = y.flip(-1) if flip else y
-            y = torch.rot90(y, -quarter_turns, dims=(-2, -1))
-            total = y if total is None else total + y
+    for y in geometric_views(x, forward or net):
+        total = y if total is None else total + y
     return total / 8
 
 

@@ -85,7 +85,7 @@ from datamodules.errors import AnticipatedError
 from datamodules.image_ops import DEGRADATION_ORDERS, classical_degradation, imresize
 from lightning_modules.classical import degradation
 from lightning_modules.classical.filters import check_positive
-from lightning_modules.inference import budgeted_forward
+from lightning_modules.inference import budgeted_forward, geometric_views
 from lightning_modules.nets.zssr import ZSSRNet
 from lightning_modules.restorer import Restorer, pair_scale
 
@@ -427,15 +427,13 @@ class ZSSR(Restorer):
         """The 8-fold geometric self-ensemble (or the input alone), each output back-projected, their median,
         back-projected again."""
         net.eval()
-        outputs = []
-        for k in range(8 if self.ensemble else 1):
-            view = torch.rot90(lr, k % 4, dims=(-2, -1))
-            view = view.flip(-1) if k >= 4 else view
+
+        def forward(view: torch.Tensor) -> torch.Tensor:
             h, w = view.shape[-2:]
             up = imresize(view, size=(math.ceil(h * sf - 1e-9), math.ceil(w * sf - 1e-9)))
-            y = budgeted_forward(net, up, what=what).clamp(0, 1)
-            y = y.flip(-1) if k >= 4 else y
-            y = torch.rot90(y, -(k % 4), dims=(-2, -1))
-            outputs.append(self.back_project(y, lr, sf, kernel, bp_iters))
+            return budgeted_forward(net, up, what=what).clamp(0, 1)
+
+        outputs = [self.back_project(y, lr, sf, kernel, bp_iters)
+                   for y in geometric_views(lr, forward, 8 if self.ensemble else 1)]
         out = _median(torch.stack(outputs)) if len(outputs) > 1 else outputs[0]
         return self.back_project(out, lr, sf, kernel, bp_iters)
