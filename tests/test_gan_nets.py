@@ -177,5 +177,6 @@ def test_patchgan_critic_bad_options(kwargs, option):
 def test_deblurgan_identity_init_starts_from_its_input():
     torch.manual_seed(0)
     x = torch.rand(1, 3, 32, 32)
-    assert torch.equal(DeblurGANGenerator(features=8, blocks=1, identity_init=True)(x), x)
+    # the output passes through the net's own [-1, 1] mapping and back: equal up to float32 rounding
+    assert (DeblurGANGenerator(features=8, blocks=1, identity_init=True)(x) - x).abs().max() < 1e-6
     assert (DeblurGANGenerator(features=8, blocks=1)(x) - x).abs().mean() > 0.01  # the authors' init does not
