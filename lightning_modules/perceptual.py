@@ -87,11 +87,6 @@ class PerceptualLoss(nn.Module):
         except AnticipatedError as error:
             raise AnticipatedError(f"{self.option}: {error}") from None
 
-    def prepare(self, device=None) -> None:
-        self.check()
-        if device is not None:
-            self._vgg.net.to(device)
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = normalise(three_channels(x), IMAGENET_MEAN, IMAGENET_STD)
         return self._vgg.on(x).forward_to(x, self.layer) * self.feature_scale
