@@ -218,9 +218,12 @@ class ClassicalSR(BicubicSR):
     kernel_file: str | None = None
     order: Order | None = None
     noise_sigma: Union[float, tuple[float, float]] = 0.0
+    images_per_kernel: int = 1  # consecutive images of a batch that share one drawn kernel (MZSR's tasks: 16)
 
     def __post_init__(self):
         check_choice("kernel", self.kernel, Kernel.__args__)
+        if not isinstance(self.images_per_kernel, int) or isinstance(self.images_per_kernel, bool) or self.images_per_kernel < 1:
+            raise AnticipatedError(f"{PREFIX}images_per_kernel={self.images_per_kernel!r} must be a positive integer")
         named = NAMED_KERNELS.get(self.kernel)
         if self.order is not None:
             check_choice("order", self.order, Order.__args__)
@@ -248,19 +251,24 @@ class ClassicalSR(BicubicSR):
             self.size = max(self.fixed_kernel.shape)
 
     def kernels(self, n: int, scale: int, generator: torch.Generator | None) -> torch.Tensor:
-        """N×K×K kernels, one per image."""
+        """N×K×K kernels, one per image (one per ``images_per_kernel`` consecutive images)."""
         if self.fixed_kernel is not None:
             return self.fixed_kernel.expand(n, *self.fixed_kernel.shape)
+        group = self.images_per_kernel
+        m = -(-n // group)
         if self.kernel == "random_gaussian":
-            return d.random_gaussian_kernel(n, self.size, tuple(self.sigma_range), self.isotropic, generator)
-        if self.kernel == "mzsr":
-            return d.random_mzsr_kernel(n, scale, self.size, generator)
-        return d.random_motion_kernel(n, self.size, ((self.size - 1) / 4, self.size - 1), generator=generator)
+            drawn = d.random_gaussian_kernel(m, self.size, tuple(self.sigma_range), self.isotropic, generator)
+        elif self.kernel == "mzsr":
+            drawn = d.random_mzsr_kernel(m, scale, self.size, generator)
+        else:
+            drawn = d.random_motion_kernel(m, self.size, ((self.size - 1) / 4, self.size - 1), generator=generator)
+        return drawn if group == 1 else drawn.repeat_interleave(group, dim=0)[:n]
 
     def low_resolution(self, hr, scale, generator):
         kernels = self.kernels(len(hr), scale, generator).to(hr.device)
         blur_kernel = self.fixed_kernel.to(hr.device) if self.fixed_kernel is not None else kernels
-        return self.rounded(d.classical_degradation(hr, scale, blur_kernel, self.applied_order)), {"kernel": kernels}
+        lr = self.rounded(d.classical_degradation(hr, scale, blur_kernel, self.applied_order))
+        return lr, {"kernel": kernels, "order": self.applied_order}
 
     def min_side(self, scale: int) -> int:
         """Reflect padding needs the blurred image's sides to exceed the kernel's half width: the least HR side."""

@@ -47,3 +47,15 @@ def check_fits(path: str | Path, ckpt: dict, module: torch.nn.Module) -> None:
     if problem:
         raise CheckpointError(f"{path}: saved from another net than the configured {type(module).__name__}: it "
                               f"{problem}")
+
+
+def load_net_weights(net: torch.nn.Module, path: str | Path, option: str) -> None:
+    """``net``'s weights from the net of another run's checkpoint, where a scheme starts from one (``option`` names
+    the setting that gave ``path``); one line if they do not fit."""
+    saved = read_checkpoint(path)["state_dict"]
+    weights = {k[len("net."):]: v for k, v in saved.items() if k.startswith("net.")}
+    problem = weights_mismatch(net.state_dict(), weights)
+    if problem:
+        raise CheckpointError(f"{path}: {option} holds another net than the configured {type(net).__name__}: it "
+                              f"{problem}")
+    net.load_state_dict(weights)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import AnticipatedError
-from lightning_modules.checkpoint_file import CheckpointError, read_checkpoint, weights_mismatch
+from lightning_modules.checkpoint_file import load_net_weights
 from lightning_modules.losses import GANLoss, GanLossName, PixelLoss, gradient_penalty
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.schemes.base import RestorationScheme
@@ -111,17 +111,7 @@ class AdversarialScheme(RestorationScheme):
             self.perceptual.check()
         # a resumed run takes its weights from its own checkpoint, after this
         if self.hparams.generator_init and not (self._trainer is not None and self.trainer.ckpt_path):
-            self.load_generator(self.hparams.generator_init)
-
-    def load_generator(self, path: str) -> None:
-        """The generator's weights from the net of another run's checkpoint (one line if they do not fit)."""
-        saved = read_checkpoint(path)["state_dict"]
-        weights = {k[len("net."):]: v for k, v in saved.items() if k.startswith("net.")}
-        problem = weights_mismatch(self.net.state_dict(), weights)
-        if problem:
-            raise CheckpointError(f"{path}: model.init_args.generator_init holds another net than the configured "
-                                  f"{type(self.net).__name__}: it {problem}")
-        self.net.load_state_dict(weights)
+            load_net_weights(self.net, self.hparams.generator_init, "model.init_args.generator_init")
 
     def configure_callbacks(self):
         if self.hparams.ema_decay is None:

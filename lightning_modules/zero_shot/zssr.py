@@ -46,9 +46,9 @@ it and decimate (offset 0), after ``kernel_shift`` moved its centre of mass so t
 LR lines up with the HR. Here a son is made by *the suite's own degradation function*,
 ``datamodules.image_ops.classical_degradation(father, s, kernel, order)`` with the pair's kernel, unshifted: the
 function ``ClassicalSR`` made the test LR with, so the son of an image is exactly that recipe's LR of it before
-8-bit rounding (tests/test_zssr.py); the net learns any offset between the decimated LR and bicubic. Pairs do not
-record the order, so ``order`` (default "blur_decimate", the authors' with a kernel, and MZSR's/KernelGAN's) must
-match the recipe's (``ClassicalSR``'s own default is "blur_bicubic"). Without a kernel, sons are MATLAB bicubic
+8-bit rounding (tests/test_zssr.py); the net learns any offset between the decimated LR and bicubic. The order is
+the pair's (``ClassicalSR`` records it: "blur_decimate" for the g^d kernels, the authors' with a kernel and MZSR's,
+"blur_bicubic" for g^b); ``order`` overrides it, and is "blur_decimate" for a pair that records none. Without a kernel, sons are MATLAB bicubic
 ↓s (``downscale_method = 'cubic'``), the benchmark's ``BicubicSR``. Fathers are cropped to multiples of the
 (integer) scale so that son sizes are exact.
 
@@ -217,6 +217,21 @@ def random_father(sources: list[tuple[torch.Tensor, float]], rng: np.random.Gene
     return father.clamp(0, 1)
 
 
+# ------------------------------------------------------------------------------------------ sons
+
+
+def make_son(father: torch.Tensor, scale: float, kernel: torch.Tensor | None, order: str = "blur_decimate") -> torch.Tensor:
+    """The LR son of ``father``: the recipe's blur-and-subsample with ``kernel`` (K×K) in ``order``
+    (``image_ops.classical_degradation``), or MATLAB bicubic ↓``scale`` without one; clipped to [0, 1]. ZSSR's and
+    MZSR's sons alike."""
+    if kernel is not None:
+        out = classical_degradation(father, int(scale), kernel, order)
+    else:
+        h, w = father.shape[-2:]
+        out = imresize(father, size=(max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale))))
+    return out.clamp(0, 1)
+
+
 # ------------------------------------------------------------------------------------------ the method
 
 
@@ -240,7 +255,7 @@ class ZSSR(Restorer):
                  seed: int = 0, device: str | None = None, back_projection_iters: int | list[int] = BACK_PROJECTION_ITERS,
                  ensemble: bool = True, gradual: list[float] | None = None, progress: bool = False,
                  time_limit_seconds: float | None = None, use_kernel: bool | None = None,
-                 order: str = "blur_decimate", channels: str = "rgb", allow_rotation: bool = True,
+                 order: str | None = None, channels: str = "rgb", allow_rotation: bool = True,
                  noise_std: float = 0.0, run_test_every: int = RUN_TEST_EVERY,
                  policy_check_every: int = POLICY_CHECK_EVERY):
         self.max_iters = check_positive(NAME, "max_iters", max_iters, integer=True)
@@ -259,9 +274,10 @@ class ZSSR(Restorer):
         if channels not in ("rgb", "y"):
             raise AnticipatedError(f"{NAME}: channels={channels!r} must be 'rgb' (the authors') or 'y'")
         self.channels = channels
-        if order not in DEGRADATION_ORDERS:
+        if order is not None and order not in DEGRADATION_ORDERS:
             raise AnticipatedError(f"{NAME}: order={order!r} must be one of {', '.join(map(repr, DEGRADATION_ORDERS))}")
         self.order = order
+        self.active_order = order or "blur_decimate"
         if use_kernel not in (None, True, False):
             raise AnticipatedError(f"{NAME}: use_kernel={use_kernel!r} must be true, false or null (where present)")
         self.use_kernel = use_kernel
@@ -299,14 +315,7 @@ class ZSSR(Restorer):
     # ------------------------------------------------------------------------------ degradation model
 
     def son(self, father: torch.Tensor, scale: float, kernel: torch.Tensor | None) -> torch.Tensor:
-        """The LR son of ``father``: the recipe's blur-and-subsample with ``kernel`` (K×K) in ``order``, or MATLAB
-        bicubic ↓``scale``; the authors' noise, then clipped to [0, 1]."""
-        if kernel is not None:
-            out = classical_degradation(father, int(scale), kernel, self.order)
-        else:
-            h, w = father.shape[-2:]
-            out = imresize(father, size=(max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale))))
-        return out.clamp(0, 1)
+        return make_son(father, scale, kernel, self.active_order)
 
     def _noisy_son(self, father, scale, kernel, gen: torch.Generator | None):
         out = self.son(father, scale, kernel)
@@ -330,6 +339,7 @@ class ZSSR(Restorer):
             scale = pair_scale(pair)
             lr_images = pair["degraded"]
             kernels = None
+            self.active_order = self.order or pair.get("order") or "blur_decimate"
             if self.use_kernel or (self.use_kernel is None and pair.get("kernel") is not None):
                 kernels = degradation(pair, "kernel", self, what)
                 if self.gradual:
