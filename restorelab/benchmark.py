@@ -217,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="restorelab benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", nargs="*", default=[], help="checkpoints to evaluate (none: baseline only)")
     parser.add_argument("--names", nargs="*", default=None, help="table labels for the checkpoints, in order")
+    parser.add_argument("--steps", nargs="+", type=int, default=None,
+                        help="one row per count of gradient steps each checkpoint takes on each test image's own "
+                             "example first (MZSR's test time: --steps 0 1 10); default: the checkpoint's own "
+                             "(a meta-trained one: 1), else none")
     parser.add_argument("--method", nargs="*", default=[],
                         help=f"classical methods by name ({', '.join(method_names())}), a YAML file, or "
                              "name:key=value,... with fixed parameters")
@@ -260,9 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--names gives {len(args.names)} labels for {len(args.ckpt)} checkpoints")
     # anticipated errors (one line) propagate to restorelab's command line, which prints them and exits 2
     options = inference_options(args)
-    methods = [load_restorer(p, **options) for p in args.ckpt]
-    for m, label in zip(methods, args.names or []):
-        m.label = label
+    methods = []
+    for i, path in enumerate(args.ckpt):
+        for steps in args.steps or [None]:
+            method = load_restorer(path, **options, steps=steps)
+            if args.names:
+                method.label = args.names[i] + (f", {steps} step{'s' if steps != 1 else ''}" if args.steps else "")
+            methods.append(method)
     recipe = None
     if args.lr_unrounded or args.numpy_noise:
         task = args.task if args.task != "auto" else infer_task(methods, args.sets, args.kernel) if methods or not args.method \

@@ -45,10 +45,12 @@ import torch
 from torch import nn
 
 from datamodules.image_ops import load_kernel, quantize
+from datamodules.recipes import NAMED_KERNELS, ClassicalSR
 from datamodules.errors import AnticipatedError
 from datamodules.sources import ImageSourceError, read_image, resolve_source
 from lightning_modules.inference import BUDGET_ENV, check_tile, parse_budget
 from lightning_modules.restorer import NetRestorer, Restorer
+from lightning_modules.zero_shot.mzsr import DIRECT_RATES, TestTimeAdaptation
 from restorelab.checkpointing import CheckpointError, load_recipe, load_scheme, read_checkpoint
 from restorelab.methods import read_method
 from restorelab.tune import load_tuning, tuned_from_record
@@ -65,14 +67,16 @@ def _checkpoint_label(path: Path, net: nn.Module) -> str:
 
 
 def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int | None = DEFAULT_TILE,
-                  ensemble: bool = False, budget: int | None = None) -> NetRestorer:
+                  ensemble: bool = False, budget: int | None = None, steps: int | None = None) -> Restorer:
     """The restorer (``lightning_modules.restorer.NetRestorer``) of a training scheme's checkpoint saved by the CLI
     (or any checkpoint with the same ``hyper_parameters`` / ``datamodule_hyper_parameters``), rebuilt through the
     class path it saved; anything else raises ``CheckpointError``. Its task comes from the recipe it was trained
     on, its SR factors from the net (a sub-pixel net: its own) or the data (a net on the upsampled image: every
     scale it trained on, so VDSR trained on ×2/×3/×4 is benchmarked at each). ``tile`` (None: automatic, 0: one
     pass) is checked against the net's minimum here (``MemoryBudgetError``); ``budget`` is in bytes (None: the
-    device's default)."""
+    device's default). ``steps``: gradient steps on each test image's own example first (MZSR's test time,
+    ``lightning_modules.zero_shot.mzsr.TestTimeAdaptation``); None: the checkpoint's own ``test_steps`` (a
+    meta-trained one's), else none."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     if "hyper_parameters" not in ckpt:
@@ -95,7 +99,12 @@ def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: in
     label = (ckpt.get("imported_from") or {}).get("label") or _checkpoint_label(path, net)  # restorelab import
     restorer = NetRestorer(net, channels, label, task, scales, tile, ensemble, device, budget, OPTIONS)
     restorer.path, restorer.trained_scale = path, module.scale
-    return restorer
+    steps = steps if steps is not None else getattr(module.hparams, "test_steps", None)
+    if steps is None:
+        return restorer
+    adapted = TestTimeAdaptation(restorer, steps, getattr(module.hparams, "test_rates", DIRECT_RATES))
+    adapted.trained_scale = module.scale
+    return adapted
 
 
 def method_restorer(spec: str, record: str | None = None) -> Restorer:
@@ -238,17 +247,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_inference_options(parser)
     parser.add_argument("--sigma", type=float, default=None,
                         help="noise σ of the files (0..255), for methods that need it (BM3D, non-local means)")
-    parser.add_argument("--kernel", default=None, help="blur kernel file of the inputs (.npy, .mat, ...), for the deconvolutions")
+    parser.add_argument("--kernel", default=None,
+                        help="blur kernel of the inputs: a file (.npy, .mat, ...) or a named SR test kernel "
+                             f"({', '.join(NAMED_KERNELS)}), for the deconvolutions and the zero-shot SR methods")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="--ckpt: gradient steps on each input's own example first (MZSR's test time); default: "
+                             "the checkpoint's own (a meta-trained one: 1), else none")
     parser.add_argument("--tuned", default=None, help="a `restorelab tune` record of --method's parameters")
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
     if args.ckpt:
-        restorer = load_restorer(args.ckpt, **inference_options(args))
+        restorer = load_restorer(args.ckpt, **inference_options(args), steps=args.steps)
         if args.scale is not None and args.scale not in restorer.scales:
             own = ", ".join(f"x{s}" for s in restorer.scales)
             raise CheckpointError(f"{args.ckpt}: checkpoint restores {own}, but --scale {args.scale} was asked")
     else:
+        if args.steps is not None:
+            raise AnticipatedError("--steps adapts a checkpoint (--ckpt) to each input; a --method has its own options")
         restorer = method_restorer(args.method, args.tuned)
         if restorer.task == "sr" and args.scale is None:
             raise AnticipatedError(f"--method {args.method} is an SR method: give --scale")
@@ -257,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.sigma <= 255:
             raise AnticipatedError(f"--sigma {args.sigma:g} must be in (0, 255]")
         degradation["sigma"] = torch.tensor([args.sigma])
-    if args.kernel is not None:
+    if args.kernel in NAMED_KERNELS:
+        named = ClassicalSR(kernel=args.kernel)
+        degradation |= {"kernel": named.fixed_kernel[None], "order": named.applied_order}
+    elif args.kernel is not None:
         degradation["kernel"] = load_kernel(args.kernel)[None]
     inputs = resolve_source(args.input)
     output = Path(args.output)

@@ -25,7 +25,8 @@ ONE_STEP = ["--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--test_af
             f"{DATA}.batch_size=2", f"{DATA}.patches_per_epoch=2"]
 # Smaller than the config only where one CPU step at its size would take long: NLRN at the paper's size did not
 # finish one step in 10 min (configs/nlrn.yaml), DeepDeblur/SRN at 256x256 take tens of seconds; srcnn_paper
-# trains on T91, which is not bundled: the step runs on the bundled photos (its parse test keeps T91).
+# trains on T91 and the MZSR stages on T91 + BSD200, which are not bundled: the step runs on the bundled photos (their
+# parse tests keep the 291 images).
 SMALLER = {
     "nlrn": [f"{NET}.features=8", f"{NET}.steps=2", f"{NET}.window=3", f"{NET}.embed_features=4",
              f"{DATA}.patch_size=16"],
@@ -33,6 +34,10 @@ SMALLER = {
     "srn": [f"{DATA}.patch_size=64"],
     "srcnn_paper": [f"{DATA}.train=[skimage:train]", f"{DATA}.val=[skimage:val]", f"{DATA}.test=null"],
     "deblurgan": [f"{DATA}.patch_size=64"],
+    # the MZSR stages train on the 291 images of the benchmark folder; one meta-step: one task of 1 + 1 patches
+    "mzsr_pretrain": [f"{DATA}.train=[skimage:train]", f"{DATA}.val=[skimage:val]"],
+    "mzsr": [f"{DATA}.train=[skimage:train]", f"{DATA}.val=[skimage:val]", "--model.init_args.tasks=1",
+             "--model.init_args.task_batch_size=1", f"{DATA}.recipe.init_args.images_per_kernel=2"],
 }
 NEEDS_VGG = ("srgan", "deblurgan")  # a perceptual loss: the tests make their own VGG19 file
 
