@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SWEEP      ?= sweeps/srcnn_filters_cpu.yaml
 DATA       ?= $(or $(RESTORELAB_DATA),$(wildcard ../shared/datasets))
 
-.PHONY: install train test test-slow bench benchmark sweep slurm report models clean
+.PHONY: install train test test-slow bench benchmark sweep slurm report models zero-shot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ report: install
 # Short CPU-budget runs of every net, two at a time on one core each; rewrites the model table in README.md.
 models: install
 	$(VENV)/bin/restorelab models --threads 1 --jobs 2
+
+# MZSR's comparison on Set5 x2 under its four test kernels: trains the MZSR stages (30 min of CPU), reuses VDSR's
+# run of `make models` (or trains it), then bicubic, VDSR, ZSSR, MZSR 0/1/10 steps; rewrites the README table.
+# Needs the benchmark sets (T91 + BSD200 to train, Set5 to measure): RESTORELAB_DATA or ../shared/datasets.
+zero-shot: install
+	$(if $(DATA),RESTORELAB_DATA=$(DATA)) $(VENV)/bin/restorelab zero-shot
 
 clean:
 	rm -rf $(VENV) runs

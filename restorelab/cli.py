@@ -18,6 +18,7 @@ TOOLS = {
     "report": "restorelab.report",
     "bench": "restorelab.bench",
     "models": "restorelab.model_table",
+    "zero-shot": "restorelab.zero_shot_table",
     "tune": "restorelab.tune",
     "import": "restorelab.import_weights",
 }

@@ -172,16 +172,23 @@ def _own_run_directory():
 def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
           run_id: str = "cpu-budget") -> TrainedRun:
     """``restorelab fit --config configs/<key>.yaml --config configs/experiment/cpu_budget/<key>.yaml`` (then
-    ``extra``) for ``budget_seconds`` of training, in a fresh ``runs_dir/<key>/<run_id>``; returns its last
-    checkpoint, the steps reached, the wall time of the fit and ``extra``."""
+    ``extra``) for ``budget_seconds`` of training, in a fresh ``runs_dir/<key>/<run_id>``."""
+    spec = SPECS[key]
+    return fit_for(key, (REPO / spec.config, REPO / spec.experiment), budget_seconds, runs_dir, extra, run_id)
+
+
+def fit_for(name: str, configs: Sequence[Path], budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
+            run_id: str = "cpu-budget") -> TrainedRun:
+    """``restorelab fit`` of the stacked ``configs`` (then ``extra``) for ``budget_seconds`` of training, no
+    validation, in a fresh ``runs_dir/<name>/<run_id>``; returns its last checkpoint, the steps reached, the wall
+    time of the fit and ``extra``."""
     from restorelab.cli import main as cli
 
-    spec = SPECS[key]
-    run_dir = Path(runs_dir) / key / run_id
+    run_dir = Path(runs_dir) / name / run_id
     shutil.rmtree(run_dir, ignore_errors=True)
     overrides = tuple(extra)
-    args = ["fit", "--config", str(REPO / spec.config), "--config", str(REPO / spec.experiment),
-            f"--runs_dir={runs_dir}", f"--experiment={key}", f"--run_id={run_id}",
+    args = ["fit", *(w for c in configs for w in ("--config", str(c))),
+            f"--runs_dir={runs_dir}", f"--experiment={name}", f"--run_id={run_id}",
             f"--trainer.max_time={max_time(budget_seconds)}", "--trainer.limit_val_batches=0",
             "--test_after_fit=false", *QUIET, *overrides]
     start = time.perf_counter()
@@ -190,7 +197,7 @@ def train(key: str, budget_seconds: float, runs_dir: Path, extra: Sequence[str] 
             cli(args)
         except SystemExit as e:  # the command line always exits; only a failure is news
             if e.code:
-                raise AnticipatedError(f"{key}: restorelab fit exited {e.code} (its error is printed above)") from None
+                raise AnticipatedError(f"{name}: restorelab fit exited {e.code} (its error is printed above)") from None
     seconds = time.perf_counter() - start
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
