@@ -477,14 +477,16 @@ def render_classical(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def rewrite_readme(path: str | Path, body: str) -> None:
-    """Replace what lies between the model-table markers of ``path`` by ``body``; nothing else changes."""
+def rewrite_readme(path: str | Path, body: str, markers: tuple[str, str] = (START, END)) -> None:
+    """Replace what lies between the ``markers`` (default: the model table's) of ``path`` by ``body``; nothing else
+    changes."""
     path = Path(path)
     text = path.read_text()
-    start, end = text.find(START), text.find(END)
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise ValueError(f"{path}: needs the markers {START} and {END}, in that order")
-    path.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:])
+        raise ValueError(f"{path}: needs the markers {first} and {last}, in that order")
+    path.write_text(text[: start + len(first)] + "\n" + body + "\n" + text[end:])
 
 
 CSV_FIELDS = ("net", "paper", "task", "setting", "config", "experiment", "budget_seconds", "steps", "train_seconds",

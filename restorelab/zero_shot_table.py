@@ -147,13 +147,13 @@ def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int) -> s
 
 
 def rewrite_readme(path: str | Path, body: str) -> None:
-    """Replace what lies between the zero-shot markers of ``path`` by ``body``; nothing else changes."""
-    path = Path(path)
-    text = path.read_text()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise AnticipatedError(f"{path}: needs the markers {START} and {END}, in that order")
-    path.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:])
+    """Replace what lies between the zero-shot markers of ``path`` by ``body``; one line without them."""
+    from restorelab.model_table import rewrite_readme as rewrite_between
+
+    try:
+        rewrite_between(path, body, (START, END))
+    except ValueError as e:
+        raise AnticipatedError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
