@@ -139,3 +139,14 @@ def test_method_config_builds_and_runs_in_the_benchmark(tmp_path):
     assert all(r.get("updates") is None for r in result.rows if r is not rows[0])
     from restorelab.benchmark import markdown_tables
     assert "×2 updates / s per image" in markdown_tables(result)
+
+
+def test_sons_follow_the_blur_order_the_pair_records(camera):
+    """g^b_1.3 pairs are made blur-then-bicubic, and ZSSR's sons follow the pair's order; ``order`` overrides it."""
+    pair = ClassicalSR(kernel="gb_1.3")(camera, 2, None, None)
+    assert pair["order"] == "blur_bicubic"
+    quick = dict(max_iters=1, min_iters=0, features=4, depth=2, ensemble=False, back_projection_iters=0)
+    follows, told = ZSSR(**quick), ZSSR(**quick, order="blur_decimate")
+    follows.run(pair, "")
+    told.run(pair, "")
+    assert follows.active_order == "blur_bicubic" and told.active_order == "blur_decimate"
