@@ -54,13 +54,16 @@ def trained(name: str, configs: Sequence[str], budget_seconds: float, runs_dir: 
     from restorelab.model_table import fit_for
 
     checkpoint = runs_dir / name / "cpu-budget" / "checkpoints" / "last.ckpt"
+    budget_file = runs_dir / name / "cpu-budget" / "budget.json"  # what the run was given, kept for a reuse
     if retrain or not checkpoint.is_file():
         print(f"restorelab zero-shot: training {name} for {budget_seconds:g} s", file=sys.stderr)
         run = fit_for(name, [REPO / c for c in configs], budget_seconds, runs_dir, extra)
-        return {"checkpoint": str(run.checkpoint), "steps": run.steps, "seconds": round(run.seconds)}
+        budget_file.write_text(json.dumps({"budget_seconds": budget_seconds}) + "\n")
+        return {"checkpoint": str(run.checkpoint), "steps": run.steps, "budget_seconds": budget_seconds}
     steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
     print(f"restorelab zero-shot: reusing {checkpoint} ({steps} steps; --retrain to train anew)", file=sys.stderr)
-    return {"checkpoint": str(checkpoint), "steps": steps, "seconds": None}
+    budget = json.loads(budget_file.read_text())["budget_seconds"] if budget_file.is_file() else None
+    return {"checkpoint": str(checkpoint), "steps": steps, "budget_seconds": budget}
 
 
 def supervised_checkpoint(given: str | None, budget_seconds: float, models_dir: Path, retrain: bool) -> dict:
@@ -68,14 +71,14 @@ def supervised_checkpoint(given: str | None, budget_seconds: float, models_dir: 
     from restorelab.model_table import train
 
     if given:
-        return {"checkpoint": given, "steps": None, "seconds": None}
+        return {"checkpoint": given, "steps": None, "budget_seconds": None}
     checkpoint = models_dir / "runs" / "vdsr" / "cpu-budget" / "checkpoints" / "last.ckpt"
     if retrain or not checkpoint.is_file():
         print(f"restorelab zero-shot: training VDSR for {budget_seconds:g} s", file=sys.stderr)
         run = train("vdsr", budget_seconds, models_dir / "runs")
-        return {"checkpoint": str(run.checkpoint), "steps": run.steps, "seconds": round(run.seconds)}
+        return {"checkpoint": str(run.checkpoint), "steps": run.steps, "budget_seconds": budget_seconds}
     steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
-    return {"checkpoint": str(checkpoint), "steps": steps, "seconds": None}
+    return {"checkpoint": str(checkpoint), "steps": steps, "budget_seconds": None}
 
 
 def measure(runs: dict, sets: Sequence[str], kernels: Sequence[str], zssr: str, steps: Sequence[int],
@@ -109,7 +112,7 @@ def order_of(label: str) -> tuple[int, str]:
     return 4, f"{int(label.split(', ')[1].split()[0]):04d}" if label.startswith("MZSR, ") else label
 
 
-def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int) -> str:
+def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int, csv_path: str = "zero_shot.csv") -> str:
     """One table per set: a row per method, a PSNR / SSIM column per kernel, then updates and seconds per image
     (means over the images and kernels)."""
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
@@ -138,11 +141,11 @@ def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int) -> s
             head.append(f"| {label} | " + " | ".join(cells) + " |")
         out += head + [""]
     budget = ", ".join(
-        f"{what} {run['steps']} steps" + (f" in {run['seconds']} s" if run.get("seconds") else "")
-        for what, run in (("pre-training", runs["pretrain"]), ("meta-training", runs["meta"]),
-                          ("supervised net", runs["supervised"])) if run.get("steps") is not None)
-    out.append(f"Budgets: {budget}; ZSSR `{zssr}`. Made by `restorelab zero-shot` (`make zero-shot`); the per-image "
-               "rows are in runs/zero_shot/zero_shot.csv.")
+        f"{what} {run['steps']} steps" + (f" in {run['budget_seconds'] / 60:g} min" if run.get("budget_seconds") else "")
+        for what, run in (("MZSR pre-training", runs["pretrain"]), ("MZSR meta-training", runs["meta"]),
+                          ("VDSR", runs["supervised"])) if run.get("steps") is not None)
+    out.append(f"Budgets: {budget} (wall clock); ZSSR `{zssr}`. Made by `restorelab zero-shot` "
+               f"(`make zero-shot`); the per-image rows are in {csv_path}.")
     return "\n".join(out)
 
 
@@ -192,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from restorelab.benchmark import CSV_FIELDS, write_csv
 
     write_csv([{k: r.get(k) for k in CSV_FIELDS} for r in rows], out / "zero_shot.csv")
-    table = render_table(rows, runs, args.zssr, torch.get_num_threads())
+    table = render_table(rows, runs, args.zssr, torch.get_num_threads(), str(out / "zero_shot.csv"))
     print(table)
     if args.readme:
         rewrite_readme(args.readme, table)
