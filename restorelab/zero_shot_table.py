@@ -144,7 +144,7 @@ def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int, csv_
         f"{what} {run['steps']} steps" + (f" in {run['budget_seconds'] / 60:g} min" if run.get("budget_seconds") else "")
         for what, run in (("MZSR pre-training", runs["pretrain"]), ("MZSR meta-training", runs["meta"]),
                           ("VDSR", runs["supervised"])) if run.get("steps") is not None)
-    out.append(f"Budgets: {budget} (wall clock); ZSSR `{zssr}`. Made by `restorelab zero-shot` "
+    out.append(f"Budgets: {budget}{' (wall clock)' if ' min' in budget else ''}; ZSSR `{zssr}`. Made by `restorelab zero-shot` "
                f"(`make zero-shot`); the per-image rows are in {csv_path}.")
     return "\n".join(out)
 
