@@ -267,3 +267,14 @@ def test_init_from_a_missing_file_is_one_line(run_env, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("restorelab: error: ") and "nowhere.ckpt: no such checkpoint file" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_a_kernel_method_on_pairs_without_one_is_one_line_on_the_command_line(run_env, capsys):
+    """ZSSR told to use the kernel, on bicubic pairs (which record none): exit 2, one line naming the image."""
+    with pytest.raises(SystemExit) as e:
+        main(["benchmark", "--method", "zssr:use_kernel=true,max_iters=1", "--sets", "skimage:camera.png",
+              "--scales", "2", "--no_extra_metrics", "--no_progress", "--out", str(run_env / "bench")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("restorelab: error: ") and "kernel" in err[-1] and "camera.png" in err[-1]
+    assert "Traceback" not in "\n".join(err)
