@@ -41,11 +41,15 @@ META = ("mzsr", ("configs/mzsr.yaml", "configs/experiment/zero_shot/mzsr.yaml"))
 ZSSR_SPEC = "zssr:max_iters=200,ensemble=false,allow_rotation=false,back_projection_iters=2"
 STEPS = (1, 10)
 SUPERVISED_LABEL = "VDSR, bicubic-trained (this suite's CPU budget)"
-PRETRAINED_LABEL = "MZSR pre-training only (bicubic-supervised, no adaptation)"
+PRETRAINED_LABEL = "MZSR pre-training only (bicubic-supervised)"
+
+
+def steps_label(label: str, steps: int) -> str:
+    return f"{label}, {steps} step{'s' if steps != 1 else ''}"
 
 
 def mzsr_label(steps: int) -> str:
-    return f"MZSR, {steps} step{'s' if steps != 1 else ''}"
+    return steps_label("MZSR", steps)
 
 
 def trained(name: str, configs: Sequence[str], budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
@@ -89,8 +93,12 @@ def measure(runs: dict, sets: Sequence[str], kernels: Sequence[str], zssr: str, 
 
     rows = []
     for kernel in kernels:
-        methods = [load_restorer(runs["supervised"]["checkpoint"]), load_restorer(runs["pretrain"]["checkpoint"])]
-        methods[0].label, methods[1].label = SUPERVISED_LABEL, PRETRAINED_LABEL
+        methods = [load_restorer(runs["supervised"]["checkpoint"])]
+        methods[0].label = SUPERVISED_LABEL
+        # the pre-trained net adapted as MZSR is, without the meta-learning: what meta-transfer adds
+        for n in (0, max(steps)):
+            methods.append(load_restorer(runs["pretrain"]["checkpoint"], steps=n))
+            methods[-1].label = steps_label(PRETRAINED_LABEL, n)
         for n in (0, *steps):
             methods.append(load_restorer(runs["meta"]["checkpoint"], steps=n))
             methods[-1].label = mzsr_label(n)
@@ -104,12 +112,13 @@ def measure(runs: dict, sets: Sequence[str], kernels: Sequence[str], zssr: str, 
 
 
 def order_of(label: str) -> tuple[int, str]:
-    fixed = ["Bicubic", SUPERVISED_LABEL, PRETRAINED_LABEL]
-    if label in fixed:
-        return fixed.index(label), label
-    if label.startswith("ZSSR"):
-        return 3, label
-    return 4, f"{int(label.split(', ')[1].split()[0]):04d}" if label.startswith("MZSR, ") else label
+    """Bicubic, the supervised net, the pre-trained net by steps, ZSSR, MZSR by steps."""
+    steps = label.rsplit(", ", 1)[-1].split()[0]
+    by_steps = f"{int(steps):04d}" if steps.isdigit() else label
+    for rank, start in enumerate(("Bicubic", SUPERVISED_LABEL, PRETRAINED_LABEL, "ZSSR", "MZSR, ")):
+        if label.startswith(start):
+            return rank, by_steps
+    return 5, label
 
 
 def render_table(rows: Sequence[dict], runs: dict, zssr: str, threads: int, csv_path: str = "zero_shot.csv") -> str:
