@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +32,7 @@ import torch
 
 from datamodules.errors import AnticipatedError
 from datamodules.recipes import NAMED_KERNELS
+from datamodules.sources import dataset_root
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- zero-shot-table:start -->", "<!-- zero-shot-table:end -->"
@@ -191,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if n < 1:
             raise AnticipatedError(f"--steps {n} must be >= 1 (0 steps is always measured)")
 
+    root = dataset_root(args.data_root)  # one line where there is none: the stages train on its T91 + BSD200
+    if not root.is_dir():
+        raise AnticipatedError(f"{root}: no such benchmark folder (--data_root or RESTORELAB_DATA)")
+    os.environ["RESTORELAB_DATA"] = str(root)
     out = Path(args.out)
     runs_dir = out / "runs"
     runs = {"pretrain": trained(*PRETRAIN, args.pretrain_seconds, runs_dir, retrain=args.retrain)}

@@ -242,7 +242,7 @@ def test_zero_shot_command_reuses_the_runs_and_writes_the_readme_table(run_env, 
     with pytest.raises(SystemExit) as e:
         main(["zero-shot", "--sets", "skimage:camera.png", "--kernels", "gd_2.0", "--steps", "1", "--zssr",
               "zssr:max_iters=2,features=4,depth=2,ensemble=false,back_projection_iters=1", "--supervised", str(pre),
-              "--out", str(tiny_runs), "--readme", str(readme), "--no_progress"])
+              "--out", str(tiny_runs), "--readme", str(readme), "--no_progress", "--data_root", str(run_env)])
     assert e.value.code == 0
     text = readme.read_text()
     assert text.startswith(f"before\n{zst.START}\n") and text.endswith(f"{zst.END}\nafter\n") and "old" not in text
@@ -280,3 +280,15 @@ def test_a_kernel_method_on_pairs_without_one_is_one_line_on_the_command_line(ru
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("restorelab: error: ") and "kernel" in err[-1] and "camera.png" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_zero_shot_without_the_benchmark_sets_is_one_line(run_env, monkeypatch, capsys):
+    monkeypatch.delenv("RESTORELAB_DATA", raising=False)
+    with pytest.raises(SystemExit) as e:
+        main(["zero-shot", "--out", str(run_env / "zs"), "--readme", ""])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("restorelab: error: ") and "RESTORELAB_DATA" in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["zero-shot", "--data_root", str(run_env / "nowhere"), "--readme", ""])
+    assert e.value.code == 2 and "nowhere: no such benchmark folder" in capsys.readouterr().err
