@@ -22,9 +22,9 @@ Facts from the authors' code (github.com/JWSoh/MZSR ``train.py``, ``dataGenerato
 * the net starts from the pre-trained weights (``IS_TRANSFER``): ``init_from``.
 
 Second-order gradients come from ``torch.func``: ``functional_call`` runs the net on the fast weights and
-``torch.func.grad`` gives the inner gradients, which plain autograd then differentiates again for the outer step
-(no meta-learning library: these two calls are all that MAML needs; ``first_order: true`` detaches the inner
-gradients, the authors' ``stop_grad``). The net must be free of batch statistics (ZSSR's/MZSR's net is).
+``torch.func.grad_and_value`` gives the inner gradients (and the support loss), which plain autograd then
+differentiates again for the outer step (no meta-learning library: these two calls are all that MAML needs;
+``first_order: true`` detaches the inner gradients, the authors' ``stop_grad``). The net must be free of batch statistics (ZSSR's/MZSR's net is).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad
+from torch.func import functional_call, grad_and_value
 
 from datamodules.errors import AnticipatedError
 from lightning_modules.checkpoint_file import load_net_weights
@@ -146,10 +146,10 @@ class MetaTransferScheme(RestorationScheme):
         def support_loss(weights: dict) -> torch.Tensor:
             return F.l1_loss(functional_call(self.net, weights, (support_x,)), support_y)
 
-        fast, query = params, []
-        before = support_loss(params)
+        fast, query, before = params, [], None
         for _ in range(hp.inner_steps):
-            grads = grad(support_loss)(fast)
+            grads, value = grad_and_value(support_loss)(fast)
+            before = value.detach() if before is None else before
             fast = {k: fast[k] - hp.inner_lr * (grads[k].detach() if hp.first_order else grads[k]) for k in fast}
             query.append(F.l1_loss(functional_call(self.net, fast, (query_x,)), query_y))
         return before, torch.stack(query)
