@@ -196,7 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = dataset_root(args.data_root)  # one line where there is none: the stages train on its T91 + BSD200
     if not root.is_dir():
         raise AnticipatedError(f"{root}: no such benchmark folder (--data_root or RESTORELAB_DATA)")
-    os.environ["RESTORELAB_DATA"] = str(root)
+    saved = os.environ.get("RESTORELAB_DATA")
+    os.environ["RESTORELAB_DATA"] = str(root)  # what the training stages read; restored for the caller after
+    try:
+        return run(args)
+    finally:
+        if saved is None:
+            os.environ.pop("RESTORELAB_DATA", None)
+        else:
+            os.environ["RESTORELAB_DATA"] = saved
+
+
+def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs_dir = out / "runs"
     runs = {"pretrain": trained(*PRETRAIN, args.pretrain_seconds, runs_dir, retrain=args.retrain)}

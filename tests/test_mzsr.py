@@ -2,6 +2,7 @@
 gradient against finite differences, the per-step query weights, the task layout, which weights a meta-step and
 an adaptation step change, the test-time son, the missing-kernel line, and the configs through the command line
 (one meta-step, then benchmark with --steps and predict). Tiny nets in float64 where gradients are compared."""
+import os
 from pathlib import Path
 
 import pytest
@@ -239,11 +240,13 @@ def test_zero_shot_command_reuses_the_runs_and_writes_the_readme_table(run_env, 
     readme = run_env / "README.md"
     readme.write_text(f"before\n{zst.START}\nold\n{zst.END}\nafter\n")
     pre = tiny_runs / "runs/mzsr_pretrain/cpu-budget/checkpoints/last.ckpt"
+    data_before = os.environ.get("RESTORELAB_DATA")
     with pytest.raises(SystemExit) as e:
         main(["zero-shot", "--sets", "skimage:camera.png", "--kernels", "gd_2.0", "--steps", "1", "--zssr",
               "zssr:max_iters=2,features=4,depth=2,ensemble=false,back_projection_iters=1", "--supervised", str(pre),
               "--out", str(tiny_runs), "--readme", str(readme), "--no_progress", "--data_root", str(run_env)])
     assert e.value.code == 0
+    assert os.environ.get("RESTORELAB_DATA") == data_before  # --data_root reached the stages only
     text = readme.read_text()
     assert text.startswith(f"before\n{zst.START}\n") and text.endswith(f"{zst.END}\nafter\n") and "old" not in text
     labels = ["Bicubic", zst.SUPERVISED_LABEL, f"{zst.PRETRAINED_LABEL}, 0 steps", f"{zst.PRETRAINED_LABEL}, 1 step",
