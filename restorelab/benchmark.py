@@ -45,6 +45,7 @@ from restorelab.evaluation import (BLURS, CSV_FIELDS, NOISE_SIGMAS, SR_SCALES, T
                                    evaluate, infer_task, load_set, sentence, task_recipe)
 from restorelab.methods import method_names, read_method
 from restorelab.tune import VAL_IMAGES, levels_for, prepare_methods
+from lightning_modules.zero_shot.mzsr import steps_label
 from restorelab.predict import add_inference_options, inference_options, load_restorer
 
 
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for steps in args.steps or [None]:
             method = load_restorer(path, **options, steps=steps)
             if args.names:
-                method.label = args.names[i] + (f", {steps} step{'s' if steps != 1 else ''}" if args.steps else "")
+                method.label = steps_label(args.names[i], steps) if args.steps else args.names[i]
             methods.append(method)
     recipe = None
     if args.lr_unrounded or args.numpy_noise:

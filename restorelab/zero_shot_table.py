@@ -33,6 +33,7 @@ import torch
 from datamodules.errors import AnticipatedError
 from datamodules.recipes import NAMED_KERNELS
 from datamodules.sources import dataset_root
+from lightning_modules.zero_shot.mzsr import steps_label
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- zero-shot-table:start -->", "<!-- zero-shot-table:end -->"
@@ -46,24 +47,17 @@ SUPERVISED_LABEL = "VDSR, bicubic-trained (this suite's CPU budget)"
 PRETRAINED_LABEL = "MZSR pre-training only (bicubic-supervised)"
 
 
-def steps_label(label: str, steps: int) -> str:
-    return f"{label}, {steps} step{'s' if steps != 1 else ''}"
-
-
 def mzsr_label(steps: int) -> str:
     return steps_label("MZSR", steps)
 
 
-def trained(name: str, configs: Sequence[str], budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
-            retrain: bool = False) -> dict:
-    """The run's last checkpoint (trained now unless it exists and not ``retrain``) and its steps."""
-    from restorelab.model_table import fit_for
-
-    checkpoint = runs_dir / name / "cpu-budget" / "checkpoints" / "last.ckpt"
-    budget_file = runs_dir / name / "cpu-budget" / "budget.json"  # what the run was given, kept for a reuse
+def trained(checkpoint: Path, train, budget_seconds: float, retrain: bool = False) -> dict:
+    """The run's last ``checkpoint`` (``train()``, a ``model_table.TrainedRun``, makes it unless it exists and not
+    ``retrain``), its steps and its budget (kept beside it, for a reuse)."""
+    budget_file = checkpoint.parents[1] / "budget.json"
     if retrain or not checkpoint.is_file():
-        print(f"restorelab zero-shot: training {name} for {budget_seconds:g} s", file=sys.stderr)
-        run = fit_for(name, [REPO / c for c in configs], budget_seconds, runs_dir, extra)
+        print(f"restorelab zero-shot: training {checkpoint.parents[2].name} for {budget_seconds:g} s", file=sys.stderr)
+        run = train()
         budget_file.write_text(json.dumps({"budget_seconds": budget_seconds}) + "\n")
         return {"checkpoint": str(run.checkpoint), "steps": run.steps, "budget_seconds": budget_seconds}
     steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
@@ -72,19 +66,24 @@ def trained(name: str, configs: Sequence[str], budget_seconds: float, runs_dir: 
     return {"checkpoint": str(checkpoint), "steps": steps, "budget_seconds": budget}
 
 
+def stage(name: str, configs: Sequence[str], budget_seconds: float, runs_dir: Path, extra: Sequence[str] = (),
+          retrain: bool = False) -> dict:
+    """An MZSR stage: ``restorelab fit`` of ``configs`` into ``runs_dir/<name>/cpu-budget``, or its reuse."""
+    from restorelab.model_table import fit_for
+
+    return trained(runs_dir / name / "cpu-budget" / "checkpoints" / "last.ckpt",
+                   lambda: fit_for(name, [REPO / c for c in configs], budget_seconds, runs_dir, extra),
+                   budget_seconds, retrain)
+
+
 def supervised_checkpoint(given: str | None, budget_seconds: float, models_dir: Path, retrain: bool) -> dict:
     """--supervised, else VDSR's row of `restorelab models` (trained now if missing)."""
     from restorelab.model_table import train
 
     if given:
         return {"checkpoint": given, "steps": None, "budget_seconds": None}
-    checkpoint = models_dir / "runs" / "vdsr" / "cpu-budget" / "checkpoints" / "last.ckpt"
-    if retrain or not checkpoint.is_file():
-        print(f"restorelab zero-shot: training VDSR for {budget_seconds:g} s", file=sys.stderr)
-        run = train("vdsr", budget_seconds, models_dir / "runs")
-        return {"checkpoint": str(run.checkpoint), "steps": run.steps, "budget_seconds": budget_seconds}
-    steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
-    return {"checkpoint": str(checkpoint), "steps": steps, "budget_seconds": None}
+    return trained(models_dir / "runs" / "vdsr" / "cpu-budget" / "checkpoints" / "last.ckpt",
+                   lambda: train("vdsr", budget_seconds, models_dir / "runs"), budget_seconds, retrain)
 
 
 def measure(runs: dict, sets: Sequence[str], kernels: Sequence[str], zssr: str, steps: Sequence[int],
@@ -93,17 +92,17 @@ def measure(runs: dict, sets: Sequence[str], kernels: Sequence[str], zssr: str, 
     from restorelab.benchmark import run_benchmark
     from restorelab.predict import load_restorer
 
+    methods = [load_restorer(runs["supervised"]["checkpoint"])]
+    methods[0].label = SUPERVISED_LABEL
+    # the pre-trained net adapted as MZSR is, without the meta-learning: what meta-transfer adds
+    for n in (0, max(steps)):
+        methods.append(load_restorer(runs["pretrain"]["checkpoint"], steps=n))
+        methods[-1].label = steps_label(PRETRAINED_LABEL, n)
+    for n in (0, *steps):
+        methods.append(load_restorer(runs["meta"]["checkpoint"], steps=n))
+        methods[-1].label = mzsr_label(n)
     rows = []
     for kernel in kernels:
-        methods = [load_restorer(runs["supervised"]["checkpoint"])]
-        methods[0].label = SUPERVISED_LABEL
-        # the pre-trained net adapted as MZSR is, without the meta-learning: what meta-transfer adds
-        for n in (0, max(steps)):
-            methods.append(load_restorer(runs["pretrain"]["checkpoint"], steps=n))
-            methods[-1].label = steps_label(PRETRAINED_LABEL, n)
-        for n in (0, *steps):
-            methods.append(load_restorer(runs["meta"]["checkpoint"], steps=n))
-            methods[-1].label = mzsr_label(n)
         result = run_benchmark(methods, sets, "sr", scales=[2], data_root=data_root, extra_metrics=False,
                                progress=progress, kernel=kernel, method_specs=[zssr])
         rows += [{**r, "kernel": kernel} for r in result.rows]
@@ -210,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     runs_dir = out / "runs"
-    runs = {"pretrain": trained(*PRETRAIN, args.pretrain_seconds, runs_dir, retrain=args.retrain)}
-    runs["meta"] = trained(*META, args.meta_seconds, runs_dir,
-                           [f"--model.init_args.init_from={runs['pretrain']['checkpoint']}"], args.retrain)
+    runs = {"pretrain": stage(*PRETRAIN, args.pretrain_seconds, runs_dir, retrain=args.retrain)}
+    runs["meta"] = stage(*META, args.meta_seconds, runs_dir,
+                         [f"--model.init_args.init_from={runs['pretrain']['checkpoint']}"], args.retrain)
     runs["supervised"] = supervised_checkpoint(args.supervised, args.pretrain_seconds, Path(args.models_dir),
                                                args.retrain)
     rows = measure(runs, args.sets, args.kernels, args.zssr, args.steps, args.data_root, not args.no_progress)

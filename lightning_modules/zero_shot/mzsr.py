@@ -8,7 +8,8 @@ Facts from the authors' code (github.com/JWSoh/MZSR ``test.py``, ``main.py``):
 
 * plain SGD (``tf.train.GradientDescentOptimizer``) on the whole image, one update per step, ``--num`` 1 or 10;
 * the rate per step of the "direct" ×2 model: 2e-2 at the first update, 1e-2 for the next three, then 5e-3
-  (``DIRECT_RATES``); the "bicubic" model: 1e-2 for three updates, then 1e-3 (``BICUBIC_RATES``);
+  (``DIRECT_RATES``); the "bicubic" model: 1e-2 for three updates, then 1e-3 (``test_rates: [1e-2, 1e-2, 1e-2,
+  1e-3]`` of a meta-training on bicubic tasks);
 * no noise on the son (``noise_level = 0``), no back-projection (``back_projection = False``), no self-ensemble;
   output = the adapted net on bicubic↑(LR), clipped.
 
@@ -33,7 +34,11 @@ from lightning_modules.restorer import NetRestorer, Restorer, pair_scale
 from lightning_modules.zero_shot.zssr import make_son
 
 DIRECT_RATES = (2e-2, 1e-2, 1e-2, 1e-2, 5e-3)  # test.py, method 0 ("direct" x2): the last one repeats
-BICUBIC_RATES = (1e-2, 1e-2, 1e-2, 1e-3)  # test.py, method 2 ("bicubic" x2)
+
+
+def steps_label(label: str, steps: int) -> str:
+    """A table row's name for ``label`` adapted ``steps`` times."""
+    return f"{label}, {steps} step{'s' if steps != 1 else ''}"
 
 
 def check_steps(steps, option: str = "--steps") -> int:
@@ -42,14 +47,13 @@ def check_steps(steps, option: str = "--steps") -> int:
     return steps
 
 
-def adaptation_pair(lr: torch.Tensor, scale: int, kernel: torch.Tensor | None, order: str,
-                    net_scale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def adaptation_pair(lr: torch.Tensor, scale: int, kernel: torch.Tensor | None,
+                    order: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(net input, target) of the test image's own example: the son of the LR (cropped to a multiple of the scale)
-    by ``kernel`` in ``order`` (bicubic without one), bicubic-upsampled back for a net on the upsampled image."""
+    by ``kernel`` in ``order`` (bicubic without one), bicubic-upsampled back to the LR's size."""
     h, w = lr.shape[-2] // scale * scale, lr.shape[-1] // scale * scale
     father = lr[..., :h, :w]
-    son = make_son(father, scale, kernel, order)
-    return (imresize(son, size=(h, w)) if net_scale == 1 else son), father
+    return imresize(make_son(father, scale, kernel, order), size=(h, w)), father
 
 
 def adapt(net: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int,
@@ -97,7 +101,7 @@ class TestTimeAdaptation(Restorer):
         if getattr(restorer.net, "scale", 1) != 1 and steps:
             raise AnticipatedError(f"{getattr(restorer, 'path', restorer.label)}: --steps adapts nets on the "
                                    "upsampled image (scale 1); this net upsamples itself")
-        self.label = label or f"{restorer.label}, {steps} step{'s' if steps != 1 else ''}"
+        self.label = label or steps_label(restorer.label, steps)
         self.path = getattr(restorer, "path", None)
         self.last_budget: dict | None = None
 
@@ -120,11 +124,12 @@ class TestTimeAdaptation(Restorer):
             device = self.restorer.device
             outs = []
             for i in range(len(pair["degraded"])):
-                adapted = copy.copy(self.restorer)
-                # a scheme's validation loop runs in inference mode, whose tensors cannot be trained: fresh copies
-                with torch.inference_mode(False):
-                    adapted.net = copy.deepcopy(self.restorer.net)
-                    if self.steps:
+                adapted = self.restorer
+                if self.steps:
+                    # a copy per image, made outside inference mode (a scheme's validation), whose tensors cannot train
+                    with torch.inference_mode(False):
+                        adapted = copy.copy(self.restorer)
+                        adapted.net = copy.deepcopy(self.restorer.net)
                         lr = pair["degraded"][i:i + 1].to(device, torch.float32).clone()
                         kernel = None if kernels is None else kernels[min(i, len(kernels) - 1)].to(device, torch.float32).clone()
                         inputs, target = adaptation_pair(lr, scale, kernel, order)
