@@ -12,6 +12,7 @@ jobs inherit it, so `scontrol requeue` inside a job (Lightning's SIGUSR1 handler
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -301,3 +302,22 @@ class HoldFirstAttempt(_lightning_callback()):
         (Path(trainer.default_root_dir) / "holding").write_text(f"{trainer.global_step}\n")
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+class RecordRank(_lightning_callback()):
+    """A test instrument (`--trainer.callbacks+=` this class): every rank writes `<run dir>/ranks/<global rank>.json`
+    once its process group is up, with what Lightning made of its environment and the Slurm variables srun gave it,
+    so that a test can tell which processes Slurm started and how Lightning took them."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        import torch.distributed as dist
+
+        names = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS",
+                 "SLURM_NTASKS_PER_NODE", "MASTER_ADDR", "MASTER_PORT")
+        record = {"global_rank": trainer.global_rank, "world_size": trainer.world_size, "pid": os.getpid(),
+                  "cluster_environment": type(trainer.strategy.cluster_environment).__name__,
+                  "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+                  "env": {n: os.environ.get(n) for n in names}}
+        out = Path(trainer.default_root_dir) / "ranks"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{trainer.global_rank}.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -2,11 +2,13 @@
 submissions to the one-node cluster of tests/slurm_cluster.py: an array of 2 trials, a trial requeued
 while running (`scontrol requeue`), and one that requeues itself on SIGUSR1 as Lightning does; both
 requeued trials must resume from their checkpoint. The same with real `restorelab fit` trials: an array
-of two through `restorelab slurm --submit --wait`, and a requeued one whose global_step continues."""
+of two through `restorelab slurm --submit --wait`, a requeued one whose global_step continues, and a DDP
+trial of two ranks started by srun (`--ntasks-per-node=2`, gloo) whose validation equals one process's."""
 
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -19,6 +21,7 @@ from restorelab import slurm, sweep as sw, sweep_plan
 from tests.slurm_cluster import slurm_cluster  # noqa: F401
 
 ACTIVE = slurm.ACTIVE_STATES | {None}  # None: not listed yet
+from tests.test_ddp import COMMON as DDP_COMMON, last_val, run as run_cli
 from tests.test_sweep import progress, write_fake_trainer, write_yaml
 
 
@@ -267,3 +270,66 @@ def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_p
     rows = csv.DictReader(open(trial.run_dir / "csv.1" / "metrics.csv"))
     logged = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert logged and min(logged) >= before - 1 and max(logged) == steps - 1
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(2400)  # the job and one validation, each limited below; ~45 s in all on 2 cores
+def test_ddp_job_of_two_srun_ranks_matches_single_process_validation(slurm_cluster, tmp_path,  # noqa: F811
+                                                                      monkeypatch, capsys):
+    """`restorelab slurm --devices 2` (= `--ntasks-per-node=2`) with a one-trial sweep of DDP on CPU (gloo): the
+    batch shell runs once, srun starts the two ranks, and each rank's Lightning takes SLURMEnvironment (ranks and
+    world size from SLURM_PROCID / SLURM_NTASKS, MASTER_ADDR/PORT from the node list and the job id). The DDP job's
+    last validation equals that of its last.ckpt validated in one process, as in tests/test_ddp.py."""
+    node = slurm_cluster.run("scontrol", "-o", "show", "node", "localhost").stdout
+    if int(re.search(r"CPUTot=(\d+)", node).group(1)) < 2:  # the node's CPUs are the machine's (slurmd -C)
+        pytest.skip("two tasks of one CPU need a node of at least 2 CPUs")
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job inherits it: two ranks on two cores
+    monkeypatch.chdir(REPO)
+    real_wait = slurm.wait
+    monkeypatch.setattr(slurm, "wait", lambda job: real_wait(job, timeout=REAL_JOB_LIMIT_S, poll=0.5))
+    assert DDP_COMMON[:2] == ["--config", "configs/srcnn.yaml"]  # the sweep's command has them first
+    sweep = write_yaml(tmp_path / "ddp.yaml", """\
+        name: ddp-slurm
+        program: restorelab/cli.py
+        method: grid
+        parameters:
+          trainer.max_steps: {value: 4}
+          data.init_args.batch_size: {value: 8}
+          data.init_args.patches_per_epoch: {value: 64}  # 32 per rank: one epoch of 4 steps
+        command: ["${env}", "${interpreter}", -m, restorelab.cli, fit, --config, configs/srcnn.yaml, "${args}"]
+        """)
+    extra = [*DDP_COMMON[2:], "--trainer.devices=2", "--trainer.strategy=ddp",
+             "--trainer.callbacks+=tests.slurm_cluster.RecordRank"]
+    rc = slurm.main([str(sweep), "--out", str(tmp_path / "runs"), "--devices", "2", "--cpus-per-task", "1",
+                     "--submit", "--wait", "--", *extra])
+    printed = capsys.readouterr().out
+    (trial,) = sweep_plan.plan_trials(sweep, tmp_path / "runs", extra_args=extra)
+    run = trial.run_dir
+    out = (run / "slurm.out").read_text() if (run / "slurm.out").exists() else ""
+    assert rc == 0, printed + out[-4000:]
+    assert "#SBATCH --ntasks-per-node=2" in (run.parent / "ddp-slurm.sbatch").read_text()
+    assert out.count(" restart 0 on ") == 1  # the batch shell ran once; srun started the ranks
+
+    ranks = [json.loads((run / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
+    job_ids = {r["env"]["SLURM_JOB_ID"] for r in ranks}
+    assert len(job_ids) == 1 and len({r["pid"] for r in ranks}) == 2
+    for rank, record in enumerate(ranks):
+        assert record["global_rank"] == rank and record["world_size"] == 2
+        assert record["cluster_environment"] == "SLURMEnvironment" and record["backend"] == "gloo"
+        assert record["env"]["SLURM_PROCID"] == str(rank) and record["env"]["SLURM_NTASKS"] == "2"
+        # a task of an srun step (a number), not the batch step
+        assert record["env"]["SLURM_STEP_ID"].isdigit()
+        assert record["env"]["MASTER_ADDR"] == "localhost"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert global_step(ckpt) == 4
+    assert not list(run.glob("csv.*")) and len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 0 logs
+    ddp_psnr, ddp_ssim = last_val(run), last_val(run, "val/ssim_y")
+
+    run_cli(["validate", *DDP_COMMON, f"--runs_dir={tmp_path}", "--run_id=single", "--trainer.devices=1",
+             f"--ckpt_path={ckpt}"])
+    single = tmp_path / "srcnn" / "single"
+    print(f"val/psnr_y DDP {ddp_psnr} single {last_val(single)}; val/ssim_y DDP {ddp_ssim} single "
+          f"{last_val(single, 'val/ssim_y')}")
+    assert abs(last_val(single) - ddp_psnr) <= 1e-4
+    assert abs(last_val(single, "val/ssim_y") - ddp_ssim) <= 1e-6
