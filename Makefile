@@ -9,7 +9,14 @@ PYTEST_ARGS ?=
 SWEEP      ?= sweeps/srcnn_filters_cpu.yaml
 DATA       ?= $(or $(RESTORELAB_DATA),$(wildcard ../shared/datasets))
 
-.PHONY: install train test test-slow bench benchmark sweep slurm report models zero-shot clean
+ABLATIONS  := $(foreach a,filters filter_sizes depth channels train_set,sweeps/srcnn_$(a)_cpu.yaml)
+# The CPU sweeps train on T91; without the benchmark sets, on the bundled photos (and the training-set ablation,
+# T91 vs more, is left out).
+HAVE_T91   := $(if $(DATA),$(wildcard $(DATA)/T91))
+NO_T91     := $(if $(HAVE_T91),,-- --data.init_args.train=[skimage:train])
+SWEEP_ENV  := $(if $(DATA),RESTORELAB_DATA=$(abspath $(DATA)))
+
+.PHONY: install train test test-slow bench benchmark sweep ablations slurm report models zero-shot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,20 +42,31 @@ benchmark: install
 	if [ -z "$$ckpt" ]; then $(MAKE) train || exit 1; ckpt=$$(ls -t runs/srcnn/*/checkpoints/best-*.ckpt | head -n 1); fi; \
 	$(VENV)/bin/restorelab benchmark --ckpt "$$ckpt" --names SRCNN $(if $(DATA),--data_root $(DATA)) --out runs/benchmark
 
-# Degradation synthesis rate next to training consumption (NOTES.md keeps the measured table).
+# Every net against this machine's measured ceiling, the Lightning loop's cost, tiled inference at 1-16 MP,
+# synthesis rates and the classical methods' cost; regenerates docs/bench.md (NOTES.md quotes its ratios).
 bench: install
-	$(VENV)/bin/restorelab bench --out runs/bench/synthesis.md
+	$(VENV)/bin/restorelab bench --out docs/bench.md
 
 # Offline: the sweep YAML expanded locally, trial by trial, W&B offline; with a W&B key: wandb sweep + agent.
+# The default: SRCNN's filter counts at the CPU budget of configs/experiment/srcnn_ablation_cpu.yaml.
 sweep: install
-	$(VENV)/bin/restorelab sweep run $(SWEEP) --out runs
+	$(SWEEP_ENV) $(VENV)/bin/restorelab sweep run $(SWEEP) --out runs $(if $(findstring _cpu,$(SWEEP)),$(NO_T91))
+
+# All five SRCNN ablations at the CPU budget (about 30 min on 2 cores), then `make report`.
+ablations: install
+	@for s in $(ABLATIONS); do \
+	  case "$$s" in *train_set*) [ -n "$(HAVE_T91)" ] || { echo "skipping $$s: needs T91 (RESTORELAB_DATA)"; continue; };; esac; \
+	  $(SWEEP_ENV) $(VENV)/bin/restorelab sweep run $$s --out runs $(NO_T91) || exit 1; \
+	done
+	$(MAKE) report
 
 SLURM_ARGS ?= --submit --wait
 slurm: install
 	$(VENV)/bin/restorelab slurm $(SWEEP) --out runs $(SLURM_ARGS)
 
+# One table, trend sentence and PSNR-vs-step figure per ablation that has runs, into docs/ablations/ and README.md.
 report: install
-	$(VENV)/bin/restorelab report $(SWEEP) --runs runs
+	$(VENV)/bin/restorelab report $(or $(REPORT),$(ABLATIONS)) --runs runs --out docs/ablations --readme README.md
 
 # Short CPU-budget runs of every net, two at a time on one core each; rewrites the model table in README.md.
 models: install

@@ -1,4 +1,7 @@
-"""``restorelab bench``: can on-the-fly synthesis keep up with training, and what does each classical method cost?
+"""``restorelab bench``: how close each net comes to this machine's ceiling, what the Lightning loop costs, how
+tiling scales, whether on-the-fly synthesis keeps up with training, and what each classical method costs.
+
+Nets against the measured ceiling, the loop's cost and tiled inference at scale: ``restorelab.bench_throughput``.
 
 Pairs synthesised per second for each degradation (``restorelab.bench_degradations``: a batch of RGB crops
 already on the device, per-image random draws included) beside the samples per second that training steps
@@ -6,7 +9,8 @@ of SRCNN and VDSR consume (forward + backward + Adam step on Y patches of the sa
 on CUDA when there is one; then seconds per megapixel of every classical method (``restorelab.bench_methods``).
 Printed and written as markdown tables; rates of one run are comparable with each other, not across machines.
 
-    restorelab bench [--batch 16] [--patch 48] [--seconds 1] [--no_methods] [--out runs/bench/synthesis.md]
+    restorelab bench [--batch 16] [--patch 48] [--seconds 1] [--no_methods] [--out docs/bench.md]
+    restorelab bench --nets srcnn vdsr --sizes cpu --precisions fp32 bf16   # some nets, some precisions
 """
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ import torch
 
 from lightning_modules.nets.srcnn import SRCNN
 from lightning_modules.nets.vdsr import VDSR
+from restorelab import bench_throughput as tp
 from restorelab.bench_degradations import KINDS, measure_synthesis_rate
 from restorelab.bench_methods import all_methods
+
+SIZES = {"cpu": "CPU budget", "paper": "paper"}
 
 SYNTHESIS_LABELS = {
     "bicubic": "bicubic ↓4",
@@ -84,7 +91,7 @@ def run(devices: list[str], batch: int, patch: int, seconds: float) -> list[tupl
 
 def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch: int, patch: int) -> str:
     lines = [
-        "# On-the-fly synthesis vs training consumption",
+        "## On-the-fly synthesis vs training consumption",
         "",
         f"`restorelab bench`, torch {torch.__version__}, batch {batch}, HR patch {patch}×{patch}; "
         "synthesis rows: (degraded, clean) RGB pairs/s; training rows: samples/s of forward + backward + "
@@ -98,7 +105,7 @@ def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch
 
 
 def methods_markdown(rows: list[tuple[str, str, float]], side: int) -> str:
-    lines = ["# Classical methods: seconds per megapixel of output", "",
+    lines = ["## Classical methods: seconds per megapixel of output", "",
              f"`restorelab bench`, {device_name('cpu')}: each method at its configured parameters on a {side}×{side} "
              "crop of astronaut (SR: ×3 from its bicubic LR; denoising: σ = 25; deblurring: a 31×31 camera-shake "
              "kernel), best of 2 runs after a warm-up that builds any database or dictionary. No GPU rows: these "
@@ -116,18 +123,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--no_methods", action="store_true", help="skip the classical methods' seconds per megapixel")
     parser.add_argument("--method_side", type=int, default=256, help="side of the photo crop the methods restore")
-    parser.add_argument("--out", default="runs/bench/synthesis.md", help="markdown file to write")
+    parser.add_argument("--nets", nargs="+", default=None, help="model-table keys (default: all)")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--precisions", nargs="+", choices=list(tp.DTYPES), default=None,
+                        help="default: fp32, and bf16 on CUDA")
+    parser.add_argument("--paper_pixels", type=int, default=None,
+                        help="paper-size rows: batches cut to this many input pixels (default: 65536 on the CPU, "
+                             "none on CUDA)")
+    parser.add_argument("--loop_steps", type=int, default=300, help="steps of each loop-cost run (0: skip)")
+    parser.add_argument("--loop_repeats", type=int, default=3)
+    parser.add_argument("--megapixels", nargs="*", type=float, default=[1, 4, 16],
+                        help="tiled-inference sizes (none: skip)")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--no_nets", action="store_true", help="skip the nets-against-the-ceiling table")
+    parser.add_argument("--out", default="docs/bench.md", help="markdown file to write")
     args = parser.parse_args(argv)
     if args.patch % 4 or args.patch < 12:
         parser.error(f"--patch={args.patch} must be a multiple of 4 (the benchmark downsamples by 4) and at least "
                      f"12 (its Gaussian kernels are 21×21)")
     if args.batch < 1:
         parser.error(f"--batch={args.batch} must be positive")
+    for option in ("paper_pixels", "loop_repeats", "tile"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option}={getattr(args, option)} must be positive")
+    if args.loop_steps and args.loop_steps < 20:
+        parser.error(f"--loop_steps={args.loop_steps} must be 0 (skip) or at least 20 (10 are warm-up)")
+    if bad := [mp for mp in args.megapixels if not 0 < mp <= 64]:
+        parser.error(f"--megapixels={bad[0]:g} must be in (0, 64]")
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dev in devices:
         if dev not in ("cpu", "cuda") or (dev == "cuda" and not torch.cuda.is_available()):
             parser.error(f"--devices: {dev!r} is not available here (cpu, or cuda on a GPU machine)")
-    table = markdown(run(devices, args.batch, args.patch, args.seconds), devices, args.batch, args.patch)
+    from restorelab.model_table import SPECS
+
+    if unknown := [k for k in args.nets or [] if k not in SPECS]:
+        parser.error(f"--nets: {unknown[0]!r} is not a net of the model table ({', '.join(SPECS)})")
+    table = "# restorelab bench\n\n" + f"`restorelab bench`, torch {torch.__version__}. Regenerated by `make bench`; " \
+        "rates drift between runs on a shared machine, ratios within one run hold.\n\n"
+    for dev in devices if not args.no_nets else []:
+        device = torch.device(dev)
+        cases = tp.net_cases(args.nets, [SIZES[s] for s in args.sizes],
+                             args.paper_pixels or (None if dev == "cuda" else 2**16))
+        for precision in args.precisions or (["fp32", "bf16"] if dev == "cuda" else ["fp32"]):
+            ceiling = tp.measure_ceiling(device, precision, args.seconds)
+            rows = [tp.net_throughput(case, device, precision, args.seconds) for case in cases]
+            table += tp.throughput_markdown(device, precision, ceiling, tp.nominal_peak(device, precision),
+                                            cases, rows) + "\n"
+    if args.loop_steps:
+        loop = tp.loop_overhead(args.loop_steps, 10, args.loop_repeats)
+        table += tp.loop_markdown(loop, args.loop_steps, args.loop_repeats) + "\n"
+    for dev in devices if args.megapixels else []:
+        table += tp.tiling_markdown(tp.tiling(args.megapixels, args.tile, torch.device(dev)), args.tile, torch.device(dev)) + "\n"
+    table += markdown(run(devices, args.batch, args.patch, args.seconds), devices, args.batch, args.patch)
     if not args.no_methods:
         table += "\n" + methods_markdown(all_methods(args.method_side), args.method_side)
     print(table, end="")

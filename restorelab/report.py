@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import yaml
 
 from datamodules.errors import AnticipatedError
+from restorelab.ablation_trends import verdict
 from restorelab.runs import wandb_key_available
 from restorelab.sweep_plan import SweepConfigError, load_sweep, sweep_dir
 
@@ -221,8 +222,11 @@ def _fmt(x: float | None) -> str:
 
 
 def markdown_table(title: str, runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
-    """The sweep's heading, protocol line and results table."""
-    return "\n".join([f"### {title}", "", protocol(runs, metric), "", results_table(runs, metric)])
+    """The sweep's heading, protocol line and results table, and under it the paper's trend with whether these
+    runs reproduce it (``ablation_trends``; the SRCNN ablations)."""
+    trend = verdict(title, runs)
+    return "\n".join([f"### {title}", "", protocol(runs, metric), "", results_table(runs, metric)]
+                     + ([trend, ""] if trend else []))
 
 
 def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC) -> str:
@@ -379,6 +383,20 @@ def publish(title: str, runs: Sequence[Run], out_dir: str | Path, metric: str, w
     return Section(title, list(runs), metric, wandb_filter)
 
 
+README_MARKERS = ("<!-- ablation-report:start -->", "<!-- ablation-report:end -->")
+
+
+def readme_section(sections: Sequence[Section], out_dir: str | Path, readme: str | Path) -> str:
+    """Every section's table, trend sentence and figure, the figures linked relative to ``readme``."""
+    import os
+
+    parts = []
+    for section in sections:
+        png = Path(os.path.relpath(Path(out_dir) / f"{section.title}.png", Path(readme).resolve().parent))
+        parts.append(markdown_table(section.title, section.runs, section.metric) + f"\n![{section.title}]({png.as_posix()})\n")
+    return "\n".join(parts)
+
+
 def report(specs: Sequence[str], runs_dir: str | Path = "runs", out_dir: str | Path | None = None,
            metric: str | None = None, trial_ids: Sequence[str] | None = None,
            stream=None) -> list[Section]:
@@ -417,15 +435,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wandb-report", action="store_true", help="also save the report on W&B")
     parser.add_argument("--project", default="restorelab", help="W&B project of --wandb-report")
     parser.add_argument("--entity", help="W&B entity of --wandb-report")
+    parser.add_argument("--readme", help="also write every table, trend and figure between the ablation-report "
+                                         "markers of this markdown file (needs --out)")
     args = parser.parse_args(argv)
     if not args.sweeps and not args.wandb_sweep:
         parser.error("give at least one sweep YAML, sweep dir or --wandb-sweep")
+    if args.readme and not args.out:
+        parser.error("--readme needs --out: the figures it links must live beside it, not in run dirs")
 
     # a bad sweep file raises SweepConfigError (an AnticipatedError): `restorelab` prints its one line, exits 2
     sections = report(args.sweeps, args.runs, args.out, args.metric)
     for path in args.wandb_sweep:
         title, metric, runs, sweep_id = load_wandb_runs(path, args.metric)
         sections.append(publish(title, runs, args.out or "reports", metric, lambda i=sweep_id: sweep_runs_filter(i)))
+    if args.readme and sections:
+        from restorelab.model_table import rewrite_readme
+
+        try:
+            rewrite_readme(args.readme, readme_section(sections, args.out, args.readme), README_MARKERS)
+        except (OSError, ValueError) as e:
+            raise AnticipatedError(f"--readme={args.readme}: {e}") from None
+        print(f"written into {args.readme}")
     if args.wandb_report and sections:
         print(f"W&B report: {push_wandb_report(sections, args.project, args.entity)}")
     return 0 if sections else 1

@@ -81,7 +81,8 @@ def test_table_has_one_row_per_setting_with_final_best_baseline_and_gain(filters
     assert lines[0] == "### srcnn_filters"
     assert "validated on benchmark:Set5" in lines[2] and "x3, border 3 shaved" in lines[2] and "on Y" in lines[2]
     assert "bicubic (dB)" in lines[4]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[6:]]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[6:] if line.startswith("|")]
+    assert lines[-1] == "Paper: wider is better (n1/n2 = 128/64 > 64/32 > 32/16). Not judged: no final PSNR for 128/64."
     # only the varying parameter names a setting, in the paper's n1/n2 notation
     assert rows == [
         ["filters=32/16", "28.50", "28.50", "30", "27.50", "+1.00", "30", "ok"],
@@ -214,3 +215,57 @@ def test_wandb_report_without_a_key_is_one_line_and_the_tables_are_still_written
         report.main([str(filters_sweep), "--out", str(tmp_path), "--wandb-report"])
     assert "\n" not in str(err.value)
     assert (tmp_path / "srcnn_filters.md").is_file()
+
+
+# ------------------------------------------------------------------------------------ the paper's trends
+
+NET = "model.init_args.net.init_args"
+
+
+def run_of(params: dict, final: float) -> report.Run:
+    return report.Run("t", params, [(100, final - 1), (200, final)], 29.0, "ok")
+
+
+def test_each_ablation_says_whether_its_final_psnrs_reproduce_the_papers_trend():
+    from restorelab.ablation_trends import verdict
+
+    def filters(*finals):
+        return [run_of({FILTERS: f, f"{NET}.kernel_sizes": [9, 1, 5]}, v)
+                for f, v in zip(([32, 16], [64, 32], [128, 64]), finals)]
+
+    assert verdict("srcnn_filters_cpu", filters(30.0, 30.2, 30.3)) == (
+        "Paper: wider is better (n1/n2 = 128/64 > 64/32 > 32/16). Reproduced at this budget: "
+        "32/16 30.00 < 64/32 30.20 < 128/64 30.30.")
+    assert verdict("srcnn_filters", filters(30.0, 30.4, 30.3)).startswith("Paper: wider is better")
+    assert "Not reproduced at this budget: 32/16 30.00 vs 64/32 30.40 vs 128/64 30.30." in verdict(
+        "srcnn_filters", filters(30.0, 30.4, 30.3))
+    depth = [run_of({NET: {"kernel_sizes": k, "filters": [64] * (len(k) - 1)}}, v) for k, v in (
+        ([9, 1, 5], 30.0), ([9, 1, 1, 5], 30.05), ([9, 1, 1, 1, 5], 29.9), ([9, 3, 5], 30.2), ([9, 3, 3, 5], 30.1))]
+    assert "Reproduced at this budget: 9-1-1-5 − 9-1-5 = +0.05 dB" in verdict("srcnn_depth_cpu", depth)
+    depth[1] = run_of(depth[1].params, 30.3)  # a fourth layer 0.3 dB better: clearly better
+    assert "Not reproduced" in verdict("srcnn_depth_cpu", depth)
+    channels = [run_of({"config": "{data: {init_args: {channels: %s}}}" % c}, v) for c, v in (("y", 30.0), ("rgb", 29.95))]
+    assert verdict("srcnn_channels_cpu", channels).endswith("Reproduced at this budget: RGB − Y = -0.05 dB on Y.")
+    sets = [run_of({"data.init_args.train": t}, v) for t, v in ((["benchmark:T91"], 30.0),
+                                                                (["benchmark:T91", "skimage:train"], 30.1))]
+    assert "Reproduced" in verdict("srcnn_train_set_cpu", sets)
+    assert verdict("srcnn_train_set_cpu", sets[:1]).endswith("Not judged: no final PSNR for T91 + photos.")
+    assert verdict("my_sweep", sets) is None
+
+
+def test_readme_gets_every_table_trend_and_figure_between_its_markers(tmp_path, capsys):
+    sweep = tmp_path / "runs" / "srcnn_filters_cpu"
+    for i, (f, v) in enumerate(zip(([32, 16], [64, 32], [128, 64]), (29.5, 29.8, 30.1))):
+        write_run(sweep, f"t{i}", {FILTERS: f, f"{NET}.kernel_sizes": [9, 1, 5]}, [(100, v - 0.5), (200, v)])
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- ablation-report:start -->\nold\n<!-- ablation-report:end -->\nafter\n")
+    assert report.main([str(sweep), "--out", str(tmp_path / "docs" / "ablations"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- ablation-report:end -->\nafter\n")
+    assert "### srcnn_filters_cpu" in text and "| filters=128/64 | 30.10 |" in text
+    assert "Paper: wider is better" in text and "Reproduced at this budget" in text
+    assert "![srcnn_filters_cpu](docs/ablations/srcnn_filters_cpu.png)" in text
+    assert (tmp_path / "docs" / "ablations" / "srcnn_filters_cpu.png").is_file()
+    with pytest.raises(SystemExit):
+        report.main([str(sweep), "--readme", str(readme)])
+    assert "--readme needs --out" in capsys.readouterr().err

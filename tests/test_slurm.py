@@ -211,6 +211,7 @@ def test_restorelab_slurm_runs_real_trials_as_an_array_and_reports(slurm_cluster
     real_wait = slurm.wait
     monkeypatch.setattr(slurm, "wait", lambda job: real_wait(job, timeout=REAL_JOB_LIMIT_S, poll=0.5))
     tiny = ["--trainer.max_epochs=2", "--data.init_args.batch_size=4", "--data.init_args.patches_per_epoch=12",
+            "--data.init_args.train=[skimage:train]",
             *QUIET]
     rc = slurm.main([str(CPU_SWEEP), "--out", str(tmp_path), "--max-trials", "2", "--submit", "--wait", "--", *tiny])
     printed = capsys.readouterr().out
@@ -245,6 +246,7 @@ def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_p
     steps, hold = 30, 10
     budget = [f"--trainer.max_steps={steps}", "--trainer.max_epochs=100", "--data.init_args.batch_size=4",
               "--data.init_args.patch_size=21", f"--data.init_args.patches_per_epoch={4 * steps}",
+              "--data.init_args.train=[skimage:train]",
               "--model.init_args.net.init_args.filters=[8, 4]", "--trainer.num_sanity_val_steps=0",
               f"--checkpoint_every_n_steps={hold}", "--test_after_fit=false",
               "--trainer.callbacks+=tests.slurm_cluster.HoldFirstAttempt", f"--trainer.callbacks.init_args.step={hold}",

@@ -184,10 +184,6 @@ def test_grid_is_the_exact_cartesian_product_in_wandb_order():
     assert [t["a"] for t in many] == list(range(1, 101))  # asked for in batches, the whole grid once
 
 
-CPU_FIXED = {"data.init_args.batch_size": 16, "data.init_args.patches_per_epoch": 400,
-             "data.init_args.val": ["skimage:chelsea.png"], "model.init_args.milestones": [12],
-             "model.init_args.net.init_args.kernel_sizes": [9, 1, 5], "model.init_args.scheduler": "multistep",
-             "trainer.max_epochs": 16}
 DEPTH = "model.init_args.net.init_args"
 # What the hand-written expansion this engine replaced gave for every shipped sweep (trials in order, and their
 # ids: the run dirs of trials run before the change are found again)
@@ -204,11 +200,12 @@ PREVIOUS_GRIDS = {
                            ["fa370c9a", "5bf6b013", "f59e2154"]),
     "srcnn_filters": ([{f"{DEPTH}.filters": f, f"{DEPTH}.kernel_sizes": [9, 1, 5]}
                        for f in ([32, 16], [64, 32], [128, 64])], ["b5751094", "5cbd522c", "87faed4c"]),
-    "srcnn_filters_cpu": ([{**CPU_FIXED, f"{DEPTH}.filters": f} for f in ([32, 16], [64, 32], [128, 64])],
-                          ["69d0972c", "aa4aea2f", "dd88a0b9"]),
     "srcnn_train_set": ([{"data.init_args.train": t} for t in (["benchmark:T91"], ["benchmark:T91", "skimage:train"])],
                         ["fd4a5ffa", "503c37b8"]),
 }
+# the CPU-budget sweeps vary what their paper-scale sweeps vary (the budget is a config in their command)
+PREVIOUS_GRIDS.update({f"{name}_cpu": PREVIOUS_GRIDS[name] for name in
+                       ("srcnn_channels", "srcnn_depth", "srcnn_filter_sizes", "srcnn_filters", "srcnn_train_set")})
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 
 
@@ -346,13 +343,11 @@ def test_macros_expand_as_wandb_agent_does(monkeypatch):
 def test_shipped_sweep_commands_are_what_the_previous_builder_gave():
     sweep = plan.load_sweep(SHIPPED[[p.stem for p in SHIPPED].index("srcnn_filters_cpu")])
     assert plan.render_command(sweep, plan.expand(sweep)[0]) == [
-        "/usr/bin/env", "python", "-m", "restorelab.cli", "fit", "--config", "configs/srcnn.yaml",
-        "--data.init_args.batch_size=16", "--data.init_args.patches_per_epoch=400",
-        "--data.init_args.val=['skimage:chelsea.png']", "--model.init_args.milestones=[12]",
-        "--model.init_args.net.init_args.filters=[32, 16]", "--model.init_args.net.init_args.kernel_sizes=[9, 1, 5]",
-        "--model.init_args.scheduler=multistep", "--trainer.max_epochs=16"]
+        "/usr/bin/env", "python", "-m", "restorelab.cli", "fit", "--config", "configs/srcnn_paper.yaml",
+        "--config", "configs/experiment/srcnn_ablation_cpu.yaml",
+        "--model.init_args.net.init_args.filters=[32, 16]", "--model.init_args.net.init_args.kernel_sizes=[9, 1, 5]"]
     (trial, *_) = plan.plan_trials(sweep, "/runs")
-    assert trial.command[0] == sw.sys.executable and trial.run_dir == Path("/runs/srcnn_filters_cpu/69d0972c")
+    assert trial.command[0] == sw.sys.executable and trial.run_dir == Path("/runs/srcnn_filters_cpu/b5751094")
 
 
 def test_planning_runner_slurm_and_report_import_in_one_direction():
