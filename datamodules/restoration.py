@@ -172,6 +172,8 @@ class RestorationDataModule(L.LightningDataModule):
         patches_per_epoch: int = 6400,
         augment: bool = True,
         num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
         seed: int = 0,
     ):
         """
@@ -188,6 +190,9 @@ class RestorationDataModule(L.LightningDataModule):
             patches_per_epoch: what one epoch means: the datasets are small and sampled at random.
             num_workers: None = 0 on a CPU-only machine (workers would steal the training cores) and
                 min(8, cores) with a GPU.
+            pin_memory: page-locked batches for faster host-to-GPU copies; None = with a GPU.
+            persistent_workers: keep the workers between epochs; None = whenever there are workers.
+                The three loader options change how batches are loaded, not the experiment: no part of the run id.
             seed: of the fixed validation/test pairs (``recipes.image_seed``); training follows ``seed_everything``.
         """
         super().__init__()
@@ -202,6 +207,14 @@ class RestorationDataModule(L.LightningDataModule):
                               ("patches_per_epoch", patches_per_epoch)):
             if not isinstance(value, int) or value < 1:
                 raise AnticipatedError(f"data.init_args.{option}={value!r} must be a positive integer")
+        if num_workers is not None and (not isinstance(num_workers, int) or isinstance(num_workers, bool)
+                                        or num_workers < 0):
+            raise AnticipatedError(f"data.init_args.num_workers={num_workers!r} must be a non-negative integer "
+                                   "(or null: 0 on a CPU-only machine, min(8, cores) with a GPU)")
+        if persistent_workers and self._workers() == 0:
+            given = "0" if num_workers == 0 else "null, which is 0 on a CPU-only machine"
+            raise AnticipatedError(f"data.init_args.persistent_workers=true needs data.init_args.num_workers > 0 "
+                                   f"(it is {given})")
         self.scale = scale
         if patch_size % self.patch_multiple():
             raise AnticipatedError(f"data.init_args.patch_size={patch_size} must be a multiple of {self.patch_multiple()}")
@@ -263,7 +276,7 @@ class RestorationDataModule(L.LightningDataModule):
         return min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        workers = self._workers()
+        workers, hp = self._workers(), self.hparams
         sampler = None
         if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
             # Lightning's default sampler pads the last ranks with repeated images, which would count
@@ -275,8 +288,8 @@ class RestorationDataModule(L.LightningDataModule):
             shuffle=False,  # training patches are random already
             sampler=sampler,
             num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
+            persistent_workers=workers > 0 if hp.persistent_workers is None else hp.persistent_workers,
             drop_last=train,
         )
 

@@ -65,7 +65,7 @@ class RestoreLabCLI(LightningCLI):
             configs = cfg.get("config") or self.config_files
             experiment = experiment_name(Path(str(configs[0])).stem if configs else "default")
         run_id = cfg.get("run_id") or os.environ.get("RESTORELAB_RUN_ID") or config_run_id(
-            _plain(cfg.get("model")), _plain(cfg.get("data")), cfg.get("seed_everything"))
+            _plain(cfg.get("model")), without_loader_options(_plain(cfg.get("data"))), cfg.get("seed_everything"))
         self.experiment, self.run_id = experiment, run_id
         return resolve_run_dir(cfg.get("runs_dir", "runs"), experiment, run_id)
 
@@ -166,6 +166,20 @@ def _plain(x):
     if hasattr(x, "as_dict"):
         return x.as_dict()
     return x
+
+
+def without_loader_options(data):
+    """The data config as the run id sees it. The loader options say how batches are loaded, not what the experiment
+    is (like trainer.precision), so adding configs/trainer/loader.yaml continues the same run: num_workers is hashed
+    at its default (null) and pin_memory/persistent_workers not at all, so run ids stay those from before they were
+    options."""
+    init = data.get("init_args") if isinstance(data, dict) else None
+    if not isinstance(init, dict):
+        return data
+    init = {k: v for k, v in init.items() if k not in ("pin_memory", "persistent_workers")}
+    if "num_workers" in init:
+        init["num_workers"] = None
+    return {**data, "init_args": init}
 
 
 def baseline_name(datamodule) -> str:

@@ -17,6 +17,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from datamodules.errors import AnticipatedError, DivergenceError
@@ -177,3 +178,102 @@ class RestorationScheme(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.restore(batch).clamp(0, 1)
+
+
+_EXECUTION = "trainer.callbacks NetExecution:"
+
+
+class NetExecution(Callback):
+    """How a scheme's net runs, not what it computes: the GPU speed options no Trainer flag covers, added to
+    ``trainer.callbacks`` (configs/trainer/channels_last.yaml, compile.yaml). Being trainer options, like
+    ``trainer.precision``, they enter neither the run id nor the checkpoint, whose weights keep their names.
+
+    Args:
+        memory_format: "channels_last" stores the net's 4-D weights NHWC and hands it its 4-D inputs so (the
+            layout of Tensor-Core convolutions under 16-bit precision), in every stage; its 4-D outputs go back
+            contiguous, so nothing after the net sees the layout. "contiguous": as given.
+        compile: ``torch.compile`` the net's forward (and ``forward_pyramid``, where the training steps call it) for
+            the training steps (fixed patch shapes). Validation,
+            test and predict run it eagerly: their whole images differ in size (each would recompile) and the
+            memory budget traces the net on the meta device. The net is not replaced by the compiled module
+            (whose state_dict would name every weight ``_orig_mod.…``): its forward is swapped in for training
+            steps and taken out again.
+        compile_mode: ``torch.compile``'s ``mode``.
+
+    Both together fail on torch 2.13 (CPU) for nets with replicate or reflect padding (SRCNN's "same", DeblurGAN):
+    the pad's backward returns the channels-last layout of its input where inductor expects contiguous.
+    """
+
+    MEMORY_FORMATS = ("contiguous", "channels_last")
+    COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    COMPILED = ("forward", "forward_pyramid")  # what training steps call (forward_pyramid: DeepDeblur, SRN)
+
+    def __init__(self, memory_format: str = "contiguous", compile: bool = False, compile_mode: str = "default"):
+        for name, value, choices in (("memory_format", memory_format, self.MEMORY_FORMATS),
+                                     ("compile_mode", compile_mode, self.COMPILE_MODES)):
+            if value not in choices:
+                raise AnticipatedError(f"{_EXECUTION} {name}={value!r} must be one of {', '.join(choices)}")
+        if not isinstance(compile, bool):
+            raise AnticipatedError(f"{_EXECUTION} compile={compile!r} must be true or false")
+        self.memory_format, self.compile, self.compile_mode = memory_format, compile, compile_mode
+        self._net: nn.Module | None = None
+        self._hooks: list = []
+        self._compiled: dict | None = None  # method name -> its compiled version
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        net = pl_module.net
+        if self._net is not None:  # set up already (a second stage on the same trainer)
+            return
+        self._net = net
+        if self.memory_format == "channels_last":
+            net.to(memory_format=torch.channels_last)
+            self._hooks = [net.register_forward_pre_hook(_channels_last_inputs),
+                           net.register_forward_hook(_contiguous_outputs)]
+        if self.compile and stage == "fit":
+            if any(name in vars(net) for name in self.COMPILED):
+                raise AnticipatedError(f"{_EXECUTION} compile=true: the {type(net).__name__} has a forward of its own "
+                                       "already (two NetExecution callbacks that compile?)")
+            from torch._inductor import list_mode_options
+
+            # inductor's layout optimization off: it makes the activations channels-last, whose pad backward
+            # (replicate: SRCNN, reflect: DeblurGAN) comes back channels-last where its meta kernel says contiguous,
+            # and the compiled backward fails its own stride check (torch 2.13, CPU; PyTorch's error suggests this)
+            options = {**list_mode_options(self.compile_mode), "layout_optimization": False}
+            self._compiled = {name: torch.compile(getattr(net, name), options=options)
+                              for name in self.COMPILED if hasattr(net, name)}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for name, compiled in (self._compiled or {}).items():
+            setattr(self._net, name, compiled)  # an instance attribute: the class's method stays as it was
+
+    def _eager(self, *_) -> None:
+        for name, compiled in (self._compiled or {}).items():
+            if vars(self._net).get(name) is compiled:
+                delattr(self._net, name)
+
+    on_validation_start = on_train_end = _eager
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Weights stored contiguous, as without the option."""
+        if self.memory_format == "channels_last":
+            checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """The net as it was given (a module used after the run runs as any other)."""
+        if self._net is None:
+            return
+        self._eager()
+        for hook in self._hooks:
+            hook.remove()
+        if self.memory_format == "channels_last":
+            self._net.to(memory_format=torch.contiguous_format)
+        self._net, self._hooks, self._compiled = None, [], None
+
+
+def _channels_last_inputs(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.dim() == 4 else a
+                 for a in args)
+
+
+def _contiguous_outputs(module: nn.Module, args: tuple, out):
+    return out.contiguous() if torch.is_tensor(out) and out.dim() == 4 else out
