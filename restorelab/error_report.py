@@ -60,9 +60,12 @@ def one_line(e: BaseException, argv: list[str]) -> str | None:
                 message += f"; resume at a lower rate: {resume_command(argv, cause.lr / 10, cause.checkpoint)}"
         return message
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     if isinstance(e, ArgumentError):
         return condense_parse_error(str(e))
+    if isinstance(e, MisconfigurationException):  # Lightning's verdict on the trainer options (a GPU where none is)
+        return "trainer options: " + " ".join(str(e).split())
     return None
 
 

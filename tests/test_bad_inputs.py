@@ -310,3 +310,10 @@ def test_sigterm_during_a_long_evaluation_pass_stops_at_once(tmp_path):
         proc.kill()
     assert proc.returncode == 143, out[-3000:]
     assert "restorelab: stopped by SIGTERM" in out and "Traceback" not in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where none is; this machine has one")
+def test_gpu_overlay_without_a_gpu_is_one_line_naming_the_trainer_options(capfd, tmp_path):
+    code, err = run_cli(capfd, "fit", *TINY, "--config", "configs/trainer/gpu.yaml", "--trainer.max_steps=1",
+                        f"--runs_dir={tmp_path}")
+    assert_one_line_error(code, err, "trainer options:", "gpu")
