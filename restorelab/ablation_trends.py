@@ -19,7 +19,7 @@ class Trend:
 
 
 def _increasing(finals: dict[str, float], labels: Sequence[str]) -> tuple[bool, str]:
-    values = [finals[k] for k in labels]
+    values = [round(finals[k], 2) for k in labels]  # as the table shows them: a gap under 0.01 dB is a tie
     said = " < ".join(f"{k} {v:.2f}" for k, v in zip(labels, values))
     ok = all(a < b for a, b in zip(values, values[1:]))
     return ok, said if ok else " vs ".join(f"{k} {v:.2f}" for k, v in zip(labels, values))

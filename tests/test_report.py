@@ -237,6 +237,7 @@ def test_each_ablation_says_whether_its_final_psnrs_reproduce_the_papers_trend()
         "Paper: wider is better (n1/n2 = 128/64 > 64/32 > 32/16). Reproduced at this budget: "
         "32/16 30.00 < 64/32 30.20 < 128/64 30.30.")
     assert verdict("srcnn_filters", filters(30.0, 30.4, 30.3)).startswith("Paper: wider is better")
+    assert "Not reproduced" in verdict("srcnn_filters", filters(30.0, 30.2031, 30.2049))  # a tie at 0.01 dB
     assert "Not reproduced at this budget: 32/16 30.00 vs 64/32 30.40 vs 128/64 30.30." in verdict(
         "srcnn_filters", filters(30.0, 30.4, 30.3))
     depth = [run_of({NET: {"kernel_sizes": k, "filters": [64] * (len(k) - 1)}}, v) for k, v in (
