@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_methods", action="store_true", help="skip the classical methods' seconds per megapixel")
     parser.add_argument("--method_side", type=int, default=256, help="side of the photo crop the methods restore")
     parser.add_argument("--nets", nargs="+", default=None, help="model-table keys (default: all)")
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None,
+                        help="default: cpu on the CPU (a paper-size NLRN, DeepDeblur or SRN step takes minutes "
+                             "there), cpu and paper on CUDA")
     parser.add_argument("--precisions", nargs="+", choices=list(tp.DTYPES), default=None,
                         help="default: fp32, and bf16 on CUDA")
     parser.add_argument("--paper_pixels", type=int, default=None,
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "rates drift between runs on a shared machine, ratios within one run hold.\n\n"
     for dev in devices if not args.no_nets else []:
         device = torch.device(dev)
-        cases = tp.net_cases(args.nets, [SIZES[s] for s in args.sizes],
+        sizes = args.sizes or (["cpu", "paper"] if dev == "cuda" else ["cpu"])
+        cases = tp.net_cases(args.nets, [SIZES[s] for s in sizes],
                              args.paper_pixels or (None if dev == "cuda" else 2**16))
         for precision in args.precisions or (["fp32", "bf16"] if dev == "cuda" else ["fp32"]):
             ceiling = tp.measure_ceiling(device, precision, args.seconds)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import math
 import os
 import platform
@@ -238,9 +239,15 @@ def loop_overhead(steps: int, warmup: int, repeats: int, config: str = "configs/
                     f"--data.init_args.patches_per_epoch={batch * (steps + 1)}", "--trainer.limit_val_batches=0",
                     "--trainer.num_sanity_val_steps=0", "--test_after_fit=false", f"--runs_dir={runs}",
                     f"--run_id=loop{r}", "--trainer.callbacks+=restorelab.bench_throughput.StepTimes"]
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                if run_lightning_cli(args) != 0:
-                    raise RuntimeError("restorelab fit failed in the loop benchmark")
+            lightning_log = logging.getLogger("lightning.pytorch")  # its handler holds the stderr of its import
+            level = lightning_log.level
+            lightning_log.setLevel(logging.WARNING)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    if run_lightning_cli(args) != 0:
+                        raise RuntimeError("restorelab fit failed in the loop benchmark")
+            finally:
+                lightning_log.setLevel(level)
             times = StepTimes.times
             fit.append((times[-1] - times[warmup - 1]) / (len(times) - warmup))
     return {"net": type(net).__name__, "batch": batch, "plain_s": min(plain), "fit_s": min(fit),
