@@ -246,7 +246,7 @@ def test_requeued_real_trial_resumes_at_its_checkpoint_step(slurm_cluster, tmp_p
     steps, hold = 30, 10
     budget = [f"--trainer.max_steps={steps}", "--trainer.max_epochs=100", "--data.init_args.batch_size=4",
               "--data.init_args.patch_size=21", f"--data.init_args.patches_per_epoch={4 * steps}",
-              "--data.init_args.train=[skimage:train]",
+              "--data.init_args.train=[skimage:train]", "--trainer.log_every_n_steps=1",
               "--model.init_args.net.init_args.filters=[8, 4]", "--trainer.num_sanity_val_steps=0",
               f"--checkpoint_every_n_steps={hold}", "--test_after_fit=false",
               "--trainer.callbacks+=tests.slurm_cluster.HoldFirstAttempt", f"--trainer.callbacks.init_args.step={hold}",
@@ -328,9 +328,9 @@ def test_ddp_job_of_two_srun_ranks_matches_single_process_validation(slurm_clust
     assert not list(run.glob("csv.*")) and len(list((run / "wandb").glob("offline-run-*"))) == 1  # rank 0 logs
     ddp_psnr, ddp_ssim = last_val(run), last_val(run, "val/ssim_y")
 
-    run_cli(["validate", *DDP_COMMON, f"--runs_dir={tmp_path}", "--run_id=single", "--trainer.devices=1",
+    run_cli(["validate", *DDP_COMMON, f"--runs_dir={tmp_path}", "--run_id=slurm-single", "--trainer.devices=1",
              f"--ckpt_path={ckpt}"])
-    single = tmp_path / "srcnn" / "single"
+    single = tmp_path / "srcnn" / "slurm-single"
     print(f"val/psnr_y DDP {ddp_psnr} single {last_val(single)}; val/ssim_y DDP {ddp_ssim} single "
           f"{last_val(single, 'val/ssim_y')}")
     assert abs(last_val(single) - ddp_psnr) <= 1e-4
