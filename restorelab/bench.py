@@ -15,7 +15,6 @@ Printed and written as markdown tables; rates of one run are comparable with eac
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -40,11 +39,6 @@ SYNTHESIS_LABELS = {
 NETS = {"SRCNN 9-5-5": lambda: SRCNN(init_std=None), "VDSR 20 layers": VDSR}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_training_rate(name: str, device: str = "cpu", batch: int = 16, patch: int = 48,
                           seconds: float = 1.0) -> float:
     """Samples per second of full training steps of ``NETS[name]``: one untimed warm-up step, then as many
@@ -62,19 +56,13 @@ def measure_training_rate(name: str, device: str = "cpu", batch: int = 16, patch
         optimizer.step()
 
     step()
-    _sync(device)
+    tp.sync(device)
     steps, start = 0, time.perf_counter()
     while steps == 0 or time.perf_counter() - start < seconds:
         step()
         steps += 1
-    _sync(device)
+    tp.sync(device)
     return batch * steps / (time.perf_counter() - start)
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def run(devices: list[str], batch: int, patch: int, seconds: float) -> list[tuple[str, dict[str, float]]]:
@@ -97,7 +85,7 @@ def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch
         "synthesis rows: (degraded, clean) RGB pairs/s; training rows: samples/s of forward + backward + "
         "Adam on Y patches. Synthesis keeps up with a net while its rate is above the net's.",
         "",
-        "| | " + " | ".join(f"{dev} ({device_name(dev)})" for dev in devices) + " |",
+        "| | " + " | ".join(f"{dev} ({tp.device_label(torch.device(dev))})" for dev in devices) + " |",
         "|---|" + "---:|" * len(devices),
     ]
     lines += [f"| {label} | " + " | ".join(f"{rates[dev]:,.0f}" for dev in devices) + " |" for label, rates in rows]
@@ -106,7 +94,7 @@ def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch
 
 def methods_markdown(rows: list[tuple[str, str, float]], side: int) -> str:
     lines = ["## Classical methods: seconds per megapixel of output", "",
-             f"`restorelab bench`, {device_name('cpu')}: each method at its configured parameters on a {side}×{side} "
+             f"`restorelab bench`, {tp.device_label(torch.device('cpu'))}: each method at its configured parameters on a {side}×{side} "
              "crop of astronaut (SR: ×3 from its bicubic LR; denoising: σ = 25; deblurring: a 31×31 camera-shake "
              "kernel), best of 2 runs after a warm-up that builds any database or dictionary. No GPU rows: these "
              "methods run in NumPy/scikit-image/bm3d, except the kornia filters and the interpolations.", "",
