@@ -94,7 +94,7 @@ def markdown(rows: list[tuple[str, dict[str, float]]], devices: list[str], batch
 
 def methods_markdown(rows: list[tuple[str, str, float]], side: int) -> str:
     lines = ["## Classical methods: seconds per megapixel of output", "",
-             f"`restorelab bench`, {tp.device_label(torch.device('cpu'))}: each method at its configured parameters on a {side}×{side} "
+             f"`restorelab bench`, {tp.device_label(torch.device('cpu'))}: each method at its configured parameters (a per-image learner at the bench budget its row names) on a {side}×{side} "
              "crop of astronaut (SR: ×3 from its bicubic LR; denoising: σ = 25; deblurring: a 31×31 camera-shake "
              "kernel), best of 2 runs after a warm-up that builds any database or dictionary. No GPU rows: these "
              "methods run in NumPy/scikit-image/bm3d, except the kornia filters and the interpolations.", "",

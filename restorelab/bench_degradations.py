@@ -13,7 +13,7 @@ import time
 import torch
 
 from datamodules.recipes import AWGN, JPEG, BicubicSR, ClassicalSR, MotionBlur
-
+from restorelab.bench_throughput import sync
 
 
 def _crops(n: int, patch: int, generator: torch.Generator) -> torch.Tensor:
@@ -46,11 +46,6 @@ def _synthesiser(kind: str, scale: int):
     return lambda hr, g: recipe(hr, scale if recipe.task == "sr" else 1, None, g)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_synthesis_rate(kind: str, device: str = "cpu", batch: int = 16, patch: int = 96, seconds: float = 2.0,
                            scale: int = 4, seed: int = 0) -> float:
     """Pairs per second for ``kind`` on a batch already on ``device`` (as after batch transfer); the generator
@@ -61,12 +56,12 @@ def measure_synthesis_rate(kind: str, device: str = "cpu", batch: int = 16, patc
     hr = _crops(batch, patch, torch.Generator().manual_seed(seed)).to(device)
     synthesise = _synthesiser(kind, scale)
     synthesise(hr, generator)
-    _sync(device)
+    sync(device)
     calls, start = 0, time.perf_counter()
     while calls == 0 or time.perf_counter() - start < seconds:
         synthesise(hr, generator)
         calls += 1
-        _sync(device)
+        sync(device)
     return batch * calls / (time.perf_counter() - start)
 
 

@@ -473,6 +473,17 @@ def test_bench_times_classical_methods_per_megapixel():
     assert "| Gaussian filter | denoise |" in methods_markdown(rows, 48)
 
 
+def test_bench_times_a_per_image_learner_at_its_stated_budget():
+    """ZSSR at its configured 3000 updates took over 10 minutes of `make bench`; the bench runs the budget of
+    BENCH_BUDGET and the row says which."""
+    from restorelab.bench_methods import BENCH_BUDGET, bench_spec, seconds_per_megapixel
+
+    assert bench_spec("bicubic") == "bicubic"
+    label, task, seconds = seconds_per_megapixel(bench_spec("zssr"), side=48, repeats=1)
+    assert task == "sr" and seconds > 0
+    assert label.startswith("ZSSR") and "max_iters=100" in label and "max_iters=100" in BENCH_BUDGET["zssr"]
+
+
 # -------------------------------------------------------------------------------------------------- configs
 
 
