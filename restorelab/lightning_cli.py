@@ -132,7 +132,8 @@ class RestoreLabCLI(LightningCLI):
     # ------------------------------------------------------------------ results
     def after_fit(self) -> None:
         if self._cfg().get("test_after_fit", True) and not self.trainer.fast_dev_run:
-            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            best = self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+            ckpt = "best" if best and tests_other_images(self.datamodule) else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
             self.after_test()
 
@@ -141,6 +142,14 @@ class RestoreLabCLI(LightningCLI):
         if rows and self.trainer.is_global_zero:
             write_results(rows, self.run_dir / "test_results.csv")
             print_results(rows, title=f"{self.experiment} ({self.run_dir})", baseline=baseline_name(self.datamodule))
+
+
+def tests_other_images(datamodule) -> bool:
+    """Whether the test images differ from the validation images. "best" is the checkpoint of the highest
+    validation PSNR: tested on those same images (a DataModule without ``test`` tests on ``val``), it would
+    report a selection made on the reported images, so the table is then of the last weights."""
+    hp = getattr(datamodule, "hparams", {})
+    return bool(hp.get("test")) and list(hp.get("test")) != list(hp.get("val") or [])
 
 
 def csv_version(run_dir: Path) -> str:

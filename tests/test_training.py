@@ -115,3 +115,16 @@ def test_sigterm_then_resume_continues_from_the_same_step(tmp_path):
     first = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
     second = list(csv.DictReader(open(run_dir / "csv.1" / "metrics.csv")))
     assert first and second and min(int(r["step"]) for r in second) >= stopped_at - 10
+
+
+def test_the_table_after_fit_tests_the_best_checkpoint_only_on_images_it_was_not_chosen_on():
+    from types import SimpleNamespace
+
+    from restorelab.lightning_cli import tests_other_images
+
+    def data(**hp):
+        return SimpleNamespace(hparams=hp)
+
+    assert not tests_other_images(data(val=["skimage:val"], test=None))  # make train: test falls back to val
+    assert not tests_other_images(data(val=["skimage:val"], test=["skimage:val"]))
+    assert tests_other_images(data(val=["benchmark:BSD200"], test=["benchmark:Set5"]))
