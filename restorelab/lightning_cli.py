@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from jsonargparse import set_parsing_settings
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -24,6 +24,7 @@ from restorelab.error_report import describe_yaml_error
 from restorelab.runs import config_run_id, ensure_wandb_mode, experiment_name, finish_wandb, resolve_run_dir
 
 
+PROGRESS_REFRESH_STEPS = 10
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")  # resolved by Lightning, not file names
 
 
@@ -86,6 +87,10 @@ class RestoreLabCLI(LightningCLI):
                 ResumeWithConfiguredOptimizer(),
             ]
         callbacks.append(StopPromptlyWhileEvaluating())
+        if trainer_cfg.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in [*configured, *callbacks]):
+            # Lightning's default bar redraws every batch: about 0.6 ms, 3 % of make train's CPU step
+            callbacks.append(RichProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:

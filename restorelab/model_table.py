@@ -89,8 +89,8 @@ class ModelSpec:
 # options, so not in the configs; the training deltas themselves are only in the YAML files.
 TABLE: dict[str, dict] = {
     "srcnn": dict(name="SRCNN", paper="Dong et al., TPAMI 2016", task="sr", levels=(3,),
-                  budget_note="config as is (its CPU default: 9-1-5, batch 16, Adam 1e-3 cosine to 0 over 15000 "
-                              "steps; paper: 9-5-5, 128, SGD 1e-4)"),
+                  budget_note="9-1-5, 'same' padding, batch 16, Adam 1e-3 cosine to 0 over 15000 steps "
+                              "(paper: 9-5-5, 'valid', 128, SGD 1e-4)"),
     "vdsr": dict(name="VDSR", paper="Kim et al., CVPR 2016", task="sr", levels=(3, 4),
                  budget_note="depth 10, 32 filters, batch 16, Adam 1e-3 (paper: 20, 64, 64, SGD 0.1)"),
     "dncnn_s": dict(name="DnCNN-S", paper="Zhang et al., TIP 2017", task="denoise", levels=(25,),

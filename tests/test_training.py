@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -128,3 +129,26 @@ def test_the_table_after_fit_tests_the_best_checkpoint_only_on_images_it_was_not
     assert not tests_other_images(data(val=["skimage:val"], test=None))  # make train: test falls back to val
     assert not tests_other_images(data(val=["skimage:val"], test=["skimage:val"]))
     assert tests_other_images(data(val=["benchmark:BSD200"], test=["benchmark:Set5"]))
+
+
+class RecordProgressBar(L.Callback):
+    """Which progress bar the trainer of a CLI run has, and how often it redraws."""
+
+    seen: list[tuple[str, int]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        bar = trainer.progress_bar_callback
+        RecordProgressBar.seen.append((type(bar).__name__, bar.refresh_rate if bar else 0))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_progress_bar_redraws_every_tenth_step_and_can_still_be_switched_off(tmp_path, enabled):
+    RecordProgressBar.seen = []
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={tmp_path}", "--trainer.max_steps=2",
+              "--model.init_args.net.init_args.filters=[8, 4]", "--data.init_args.batch_size=4",
+              "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.logger=false",
+              f"--trainer.enable_progress_bar={str(enabled).lower()}", "--trainer.enable_model_summary=false",
+              "--trainer.callbacks+=tests.test_training.RecordProgressBar"])
+    assert e.value.code == 0
+    assert RecordProgressBar.seen == ([("RichProgressBar", 10)] if enabled else [("NoneType", 0)])
