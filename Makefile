@@ -52,7 +52,8 @@ bench: install
 sweep: install
 	$(SWEEP_ENV) $(VENV)/bin/restorelab sweep run $(SWEEP) --out runs $(if $(findstring _cpu,$(SWEEP)),$(NO_T91))
 
-# All five SRCNN ablations at the CPU budget (14 trials of 2000 steps; `make sweep`, 3 of them, took 2.5 min on 2 cores), then `make report`.
+# All five SRCNN ablations at the CPU budget (14 trials of 2000 steps; `make sweep`, 3 of them, takes
+# 2.5 min on 2 cores), then `make report`.
 ablations: install
 	@for s in $(ABLATIONS); do \
 	  case "$$s" in *train_set*) [ -n "$(HAVE_T91)" ] || { echo "skipping $$s: needs T91 (RESTORELAB_DATA)"; continue; };; esac; \

@@ -231,6 +231,10 @@ class RestorationDataModule(L.LightningDataModule):
         """What validation/test image sides are cropped to multiples of (before the net's own needs)."""
         return self.patch_multiple()
 
+    def test_sources(self) -> list[str]:
+        """The test images' specs: ``test``, else the validation images."""
+        return self.hparams.test or self.hparams.val
+
     def degrade(self, batch: dict) -> dict:
         """A training batch (already in the training colours) → its pair, every draw from torch's global RNG on
         the batch's device."""
@@ -264,7 +268,7 @@ class RestorationDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = FullImages(self.source_items(hp.val, m), m)
         if stage in (None, "test") and self.test_set is None:
-            self.test_set = FullImages(self.source_items(hp.test or hp.val, m), m)
+            self.test_set = FullImages(self.source_items(self.test_sources(), m), m)
         if stage == "predict" and self.predict_set is None:
             # the files are the net's inputs
             self.predict_set = FullImages(load_images(hp.predict or hp.val, hp.data_root),

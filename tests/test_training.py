@@ -120,12 +120,11 @@ def test_sigterm_then_resume_continues_from_the_same_step(tmp_path):
 
 
 def test_the_table_after_fit_tests_the_best_checkpoint_only_on_images_it_was_not_chosen_on():
-    from types import SimpleNamespace
-
+    from datamodules.restoration import SRDataModule
     from restorelab.lightning_cli import tests_other_images
 
-    def data(**hp):
-        return SimpleNamespace(hparams=hp)
+    def data(**sources):
+        return SRDataModule(scale=3, **sources)
 
     assert not tests_other_images(data(val=["skimage:val"], test=None))  # make train: test falls back to val
     assert not tests_other_images(data(val=["skimage:val"], test=["skimage:val"]))
