@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import lightning as L
+
 import pytest
 import torch
 
@@ -132,23 +134,31 @@ def test_the_table_after_fit_tests_the_best_checkpoint_only_on_images_it_was_not
 
 
 class RecordProgressBar(L.Callback):
-    """Which progress bar the trainer of a CLI run has, and how often it redraws."""
+    """The count the trainer's progress bar shows after each training batch (None without a bar), and whether a
+    thread besides the main one runs during training (Rich's bar redraws from one, taking a core from the step)."""
 
-    seen: list[tuple[str, int]] = []
+    shown: list[int | None] = []
+    threads: set[str] = set()
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         bar = trainer.progress_bar_callback
-        RecordProgressBar.seen.append((type(bar).__name__, bar.refresh_rate if bar else 0))
+        RecordProgressBar.shown.append(bar.train_progress_bar.n if bar else None)
+        RecordProgressBar.threads |= {type(t).__name__ for t in threading.enumerate()}
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_progress_bar_redraws_every_tenth_step_and_can_still_be_switched_off(tmp_path, enabled):
-    RecordProgressBar.seen = []
+def test_the_progress_bar_redraws_every_tenth_step_without_a_thread_and_can_still_be_switched_off(tmp_path, enabled):
+    RecordProgressBar.shown, RecordProgressBar.threads = [], set()
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={tmp_path}", "--trainer.max_steps=2",
+        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={tmp_path}", "--trainer.max_steps=25",
               "--model.init_args.net.init_args.filters=[8, 4]", "--data.init_args.batch_size=4",
               "--trainer.limit_val_batches=0", "--test_after_fit=false", "--trainer.logger=false",
               f"--trainer.enable_progress_bar={str(enabled).lower()}", "--trainer.enable_model_summary=false",
               "--trainer.callbacks+=tests.test_training.RecordProgressBar"])
     assert e.value.code == 0
-    assert RecordProgressBar.seen == ([("RichProgressBar", 10)] if enabled else [("NoneType", 0)])
+    assert len(RecordProgressBar.shown) == 25
+    if enabled:  # the bar runs after this callback in a step: it shows the count of the last 10th step
+        assert RecordProgressBar.shown == [0] * 10 + [10] * 10 + [20] * 5
+        assert "_RefreshThread" not in RecordProgressBar.threads  # rich.live's redraw thread
+    else:
+        assert RecordProgressBar.shown == [None] * 25
