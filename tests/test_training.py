@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-
 import pytest
 import torch
 
@@ -134,8 +133,8 @@ def test_the_table_after_fit_tests_the_best_checkpoint_only_on_images_it_was_not
 
 
 class RecordProgressBar(L.Callback):
-    """The count the trainer's progress bar shows after each training batch (None without a bar), and whether a
-    thread besides the main one runs during training (Rich's bar redraws from one, taking a core from the step)."""
+    """The count the trainer's progress bar shows after each training batch (None without a bar), and the classes
+    of the threads running during training (Rich's bar redraws from one, taking a core from the step)."""
 
     shown: list[int | None] = []
     threads: set[str] = set()
