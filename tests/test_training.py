@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 
+from lightning_modules.schemes.supervised import SupervisedScheme
 from restorelab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,3 +162,27 @@ def test_the_progress_bar_redraws_every_tenth_step_without_a_thread_and_can_stil
         assert "_RefreshThread" not in RecordProgressBar.threads  # rich.live's redraw thread
     else:
         assert RecordProgressBar.shown == [None] * 25
+
+
+class LogRecordingScheme(SupervisedScheme):
+    """The supervised scheme, recording at which steps it calls ``self.log`` for each name."""
+
+    logged: list[tuple[str, int]] = []
+
+    def log(self, name, value, *args, **kwargs) -> None:
+        LogRecordingScheme.logged.append((name, self.global_step))
+        super().log(name, value, *args, **kwargs)
+
+
+def test_the_training_loss_is_logged_at_the_first_step_and_where_the_loggers_write_and_none_is_lost(tmp_path):
+    LogRecordingScheme.logged = []
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={tmp_path}", "--trainer.max_steps=12",
+              "--trainer.log_every_n_steps=5", "--model.class_path=tests.test_training.LogRecordingScheme",
+              "--model.init_args.net.init_args.filters=[8, 4]", "--data.init_args.batch_size=4",
+              "--trainer.limit_val_batches=0", "--test_after_fit=false", *QUIET])
+    assert e.value.code == 0
+    assert [step for name, step in LogRecordingScheme.logged if name == "train/loss"] == [0, 4, 9]
+    # the CSV logger wrote the loss at each step it writes, as when every step was logged
+    rows = csv.DictReader(open(only_run_dir(tmp_path) / "csv" / "metrics.csv"))
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [4, 9]

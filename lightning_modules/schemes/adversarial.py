@@ -199,9 +199,9 @@ class AdversarialScheme(RestorationScheme):
         for scheduler in self._schedulers():
             scheduler.step()
         n = target.shape[0]
-        self.log("train/loss", g["content"], prog_bar=True, batch_size=n)
-        self.log_dict({"train/g_adversarial": g["adversarial"], "train/d_loss": d["loss"], "train/d_real": d["real"],
-                       "train/d_fake": d["fake"], **({"train/gp": d["gp"]} if "gp" in d else {})}, batch_size=n)
+        self.log_training({"train/loss": g["content"], "train/g_adversarial": g["adversarial"], "train/d_loss": d["loss"],
+                           "train/d_real": d["real"], "train/d_fake": d["fake"],
+                           **({"train/gp": d["gp"]} if "gp" in d else {})}, batch_size=n)
         return {"loss": g["content"].detach()}
 
     def _schedulers(self) -> list:

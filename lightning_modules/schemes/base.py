@@ -89,6 +89,19 @@ class RestorationScheme(L.LightningModule):
         raise DivergenceError(f"{what} is {value} at step {self.global_step}{lr}",
                               lr=getattr(self.hparams, "lr", None))
 
+    def log_training(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Per-step training values, ``train/loss`` also on the progress bar, logged only where they are read: at
+        the first step and the steps the loggers write (``trainer.log_every_n_steps``; every step under
+        ``fast_dev_run``). Lightning's ``self.log`` costs about 0.3 ms a value on a CPU (it moves the logged
+        metric's whole state to the value's device), 1-2 % of ``make train``'s step, for values that the next
+        step would overwrite unseen; the progress bar shows the latest written one."""
+        trainer = self._trainer
+        if trainer is not None and self.global_step > 0 and not trainer.fast_dev_run \
+                and not trainer._logger_connector.should_update_logs:  # Lightning's own test for "loggers write now"
+            return
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name == "train/loss", batch_size=batch_size)
+
     def steps_in_run(self) -> int:
         """Lightning's estimate of the run's stepping batches (max_steps, else batches × max_epochs), for
         schedules over the whole run; one line where neither bounds the run."""

@@ -172,6 +172,5 @@ class MetaTransferScheme(RestorationScheme):
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=self.hparams.tasks)
-        self.log_dict(logged, batch_size=self.hparams.tasks)
+        self.log_training({"train/loss": loss.detach(), **logged}, batch_size=self.hparams.tasks)
         return loss.detach()

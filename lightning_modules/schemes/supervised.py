@@ -65,7 +65,7 @@ class SupervisedScheme(RestorationScheme):
                 target = center_crop(target, out.shape[-2:])
             loss = self.criterion(out, target)
         self.guard(loss)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
+        self.log_training({"train/loss": loss}, batch_size=batch["target"].shape[0])
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
