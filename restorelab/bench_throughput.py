@@ -265,9 +265,9 @@ def loop_overhead(steps: int, warmup: int, repeats: int, config: str = "configs/
 
     net, data = _net_and_data([config])
     batch, runs_s = data["batch_size"], []
+    PlainSteps.config = config
     with tempfile.TemporaryDirectory() as runs:
         for r in range(repeats):
-            PlainSteps.config = config
             args = ["fit", "--config", config, f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
                     f"--data.init_args.patches_per_epoch={batch * (steps + 1)}", "--trainer.limit_val_batches=0",
                     "--trainer.num_sanity_val_steps=0", "--test_after_fit=false", f"--runs_dir={runs}",
