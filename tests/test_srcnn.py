@@ -87,6 +87,38 @@ def test_valid_padding_trains_on_the_target_centre():
         SupervisedScheme(net, scale=3)
 
 
+def test_valid_training_runs_no_padding_and_evaluation_replicates_the_border():
+    """A 'valid' net pads nothing while training (a zero-width replicate pad would copy every activation and
+    gradient), and at evaluation replicates the input's border once, as the authors' imfilter(..., 'replicate')."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    net = SRCNN(kernel_sizes=[9, 5, 5], filters=[8, 4], padding="valid").train()
+    x = torch.rand(2, 1, 33, 33)
+    with Ops() as ops:
+        net(x).square().mean().backward()
+    assert not [n for n in ops.names if "pad" in n], ops.names
+    net.eval()
+    with Ops() as ops, torch.no_grad():
+        out = net(x)
+    assert out.shape == x.shape
+    assert len([n for n in ops.names if "pad" in n]) == 1, ops.names
+    # the same weights on the border-replicated input, 'valid' by hand: equal up to float rounding
+    padded = torch.nn.functional.pad(x, [8] * 4, mode="replicate")
+    with torch.no_grad():
+        ref = net.reconstruction(net.features(padded))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_fit_with_an_impossible_net_size_is_one_line_naming_the_option(tmp_path):
     """Through the real command line: exit 2, the last stderr line names the option, no traceback."""
     import subprocess

@@ -49,8 +49,11 @@ class SRCNN(nn.Module):
         widths = [channels, *filters, channels]
 
         def conv(i: int) -> nn.Conv2d:
-            return nn.Conv2d(widths[i], widths[i + 1], kernel_sizes[i], padding="same" if padding == "same" else 0,
-                             padding_mode="replicate")
+            # 'valid' layers pad nothing, and a replicate mode would still run a zero-width pad, a copy of every
+            # activation and of its gradient: 1 ms of make train's 16 ms net step (NOTES.md)
+            same = padding == "same"
+            return nn.Conv2d(widths[i], widths[i + 1], kernel_sizes[i], padding="same" if same else 0,
+                             padding_mode="replicate" if same else "zeros")
 
         # named apart so that the paper's smaller learning rate for the last layer can address it
         self.features = nn.Sequential(*(m for i in range(len(filters)) for m in (conv(i), nn.ReLU(inplace=True))))
