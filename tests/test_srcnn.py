@@ -58,6 +58,24 @@ def test_bad_settings_are_named():
         SRCNN(kernel_sizes=[9, 4, 5])
     with pytest.raises(ValueError, match="padding"):
         SRCNN(padding="full")
+    for mean in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"input_mean=.*must be in \[0, 1\]"):
+            SRCNN(input_mean=mean)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_input_mean_is_taken_off_the_input_and_given_back_to_the_output(padding):
+    """make train's zero-centred input: the same weights map x - m to y - m, in training and in evaluation."""
+    torch.manual_seed(0)
+    centred = SRCNN(kernel_sizes=[9, 5, 5], filters=[8, 4], padding=padding, init_std=None, input_mean=0.37)
+    plain = SRCNN(kernel_sizes=[9, 5, 5], filters=[8, 4], padding=padding, init_std=None)
+    plain.load_state_dict(centred.state_dict())  # no buffer: checkpoints keep the paper net's keys
+    x = torch.rand(2, 1, 33, 33)
+    for mode in (True, False):
+        centred.train(mode), plain.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(centred(x), plain(x - 0.37) + 0.37, rtol=1e-5, atol=1e-6)
+            assert (centred(x) - plain(x)).abs().max() > 1e-3  # the offset is no bias the net absorbs by itself
 
 
 def test_init_and_per_layer_learning_rates():
