@@ -6,10 +6,12 @@ import ast
 import json
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from restorelab import sweep as sw, sweep_plan as plan
+from restorelab.cli import main as cli_main
 
 # A stand-in for `restorelab fit`: counts `--steps` steps, checkpointing the counter after each
 # (atomically, as a real checkpoint write should be), resumes from `--ckpt_path`, fails on `--fail=True`,
@@ -637,21 +639,38 @@ BAD_PARAMETERS = {  # parameter lines -> what the one line must name
 }
 
 
-@pytest.mark.parametrize("case", BAD_PARAMETERS)
-@pytest.mark.parametrize("tool", ["sweep run", "slurm"])
-def test_bad_parameters_are_rejected_before_any_trial_starts(tmp_path, case, tool):
-    """One line naming the sweep file and the parameter, exit 2, no traceback, and no trial run (no run dir)."""
-    line, named = BAD_PARAMETERS[case]
-    path = write_yaml(tmp_path / "bad.yaml", f"""\
+def bad_parameter_sweep(tmp_path: Path, case: str) -> Path:
+    return write_yaml(tmp_path / "bad.yaml", f"""\
         program: restorelab/cli.py
         method: grid
         parameters:
-          {line}
+          {BAD_PARAMETERS[case][0]}
         command: {FIT}
         """)
-    last = one_line_error(run_restorelab(*tool.split(), str(path), "--out", str(tmp_path / "runs")))
-    assert str(path) in last and all(word in last for word in named), last
+
+
+@pytest.mark.parametrize("case", BAD_PARAMETERS)
+@pytest.mark.parametrize("tool", ["sweep run", "slurm"])
+def test_bad_parameters_are_rejected_before_any_trial_starts(tmp_path, case, tool, capfd):
+    """One line naming the sweep file and the parameter, exit 2, no traceback, and no trial run (no run dir). In
+    this process, as `restorelab` runs it (the command's own process is the next test's)."""
+    path = bad_parameter_sweep(tmp_path, case)
+    with pytest.raises(SystemExit) as exited:
+        cli_main([*tool.split(), str(path), "--out", str(tmp_path / "runs")])
+    err = capfd.readouterr().err
+    last = one_line_error(SimpleNamespace(returncode=exited.value.code, stderr=err))
+    assert str(path) in last and all(word in last for word in BAD_PARAMETERS[case][1]), last
     assert not (tmp_path / "runs").exists()  # nothing planned on disk, nothing ran
+
+
+@pytest.mark.parametrize("tool, case", [("sweep run", "impossible net size"), ("slurm", "unknown option")])
+def test_bad_parameters_are_one_line_from_the_installed_command(tmp_path, tool, case):
+    """The same through the installed `restorelab` script in a process of its own (one case per tool: each
+    process pays the Lightning import, about 8 s)."""
+    path = bad_parameter_sweep(tmp_path, case)
+    last = one_line_error(run_restorelab(*tool.split(), str(path), "--out", str(tmp_path / "runs")))
+    assert str(path) in last and all(word in last for word in BAD_PARAMETERS[case][1]), last
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bad_extra_trial_arguments_are_named(tmp_path):
