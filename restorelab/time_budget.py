@@ -78,9 +78,11 @@ class ScheduleWithinMaxTime(Callback):
         fits = step + max(0, math.floor(left / pace)) if pace > 0 else self._configured_steps
         horizon = trainer.strategy.broadcast(min(fits, self._configured_steps))
         if horizon < self._configured_steps or self.horizon is not None:
-            if self.horizon is None:
-                print(f"restorelab: trainer.max_time leaves time for about {horizon} of the {self._configured_steps} "
-                      f"steps at this pace ({pace * 1000:.1f} ms a step): the run and its schedule end there")
+            if self.horizon is None and trainer.is_global_zero:
+                bar = trainer.progress_bar_callback  # its print keeps the bar's line whole
+                (bar.print if bar is not None else print)(
+                    f"restorelab: trainer.max_time leaves time for about {horizon} of the {self._configured_steps} "
+                    f"steps at this pace ({pace * 1000:.1f} ms a step): the run and its schedule end there")
             self._apply(trainer, horizon)
 
     def _apply(self, trainer, horizon: int) -> None:
