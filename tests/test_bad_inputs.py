@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -193,6 +195,26 @@ def test_nan_loss_is_one_line_and_leaves_no_checkpoint_of_it(tmp_path, capfd):
     for ckpt in tmp_path.glob("srcnn/*/checkpoints/*.ckpt"):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values()), ckpt
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_health_rule_is_the_mean_of_the_last_losses_against_the_median_of_those_before(seed):
+    """``TrainingHealth`` sorts only where the minimum leaves the answer open: its verdict is the documented rule's."""
+    from restorelab.checkpointing import EXPLOSION_FACTOR, RECENT, WINDOW, TrainingHealth
+
+    rng = random.Random(seed)
+    health, verdicts, scale = TrainingHealth(), set(), 1.0
+    for step in range(3 * WINDOW):
+        if rng.random() < 0.02:  # bursts: the loss jumps by 3-300x for a while, then falls back
+            scale = 1.0 if scale > 1 else rng.choice([3.0, 12.0, 300.0])
+        health.losses.append(rng.uniform(-0.1, 1.0) * scale)  # negative values too (adversarial losses)
+        losses = list(health.losses)
+        recent, before = losses[-RECENT:], losses[:-RECENT]
+        mean, median = sum(recent) / RECENT, statistics.median(before) if len(before) >= RECENT else 0
+        explodes = len(before) >= RECENT and median > 0 and mean > EXPLOSION_FACTOR * median
+        assert (health._loss_problem() is not None) == explodes, (step, mean, median)
+        verdicts.add(explodes)
+    assert verdicts == {True, False}, "too few bursts to test both verdicts"
 
 
 # SGD at 0.05 for 3 epochs of 10 steps, then x100 (5): the loss explodes within a few steps of step 30

@@ -76,6 +76,14 @@ class RestorationScheme(L.LightningModule):
         return self.net(x)
 
     # ------------------------------------------------------------------ training
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` (a plain string) around every hook it calls, ~44 times a training step;
+        # nn.Module.__setattr__ first looks for a parameter, submodule or buffer of that name (3.7 us against 0.3)
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def guard(self, loss: torch.Tensor, what: str = "training loss") -> torch.Tensor:
         """``loss`` if finite, else ``DivergenceError`` naming the step and rate (the CLI turns it into one line
         with the command that resumes from the last healthy checkpoint). For every loss a scheme steps on,
