@@ -145,8 +145,27 @@ class RecordProgressBar(L.Callback):
         RecordProgressBar.threads |= {type(t).__name__ for t in threading.enumerate()}
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_the_progress_bar_redraws_every_tenth_step_without_a_thread_and_can_still_be_switched_off(tmp_path, enabled):
+class SteppedClock:
+    """A clock that each reading moves by ``step_s``: the bar's pacing does not depend on the cores' speed."""
+
+    def __init__(self, step_s: float):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+@pytest.mark.parametrize("enabled, seconds_per_reading, shown", [
+    (True, 0.6, [0] * 10 + [10] * 10 + [20] * 5),  # 0.5 s passed at every 10th step: drawn at each
+    (True, 0.3, [0] * 10 + [10] * 15),  # at step 20 only 0.3 s had passed since the draw at 10
+    (False, 0.6, [None] * 25),
+])
+def test_the_progress_bar_redraws_at_every_tenth_step_where_half_a_second_passed_without_a_thread(
+        tmp_path, monkeypatch, enabled, seconds_per_reading, shown):
+    from restorelab.lightning_cli import PacedProgressBar
+
+    monkeypatch.setattr(PacedProgressBar, "clock", SteppedClock(seconds_per_reading))
     RecordProgressBar.shown, RecordProgressBar.threads = [], set()
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", "configs/srcnn.yaml", f"--runs_dir={tmp_path}", "--trainer.max_steps=25",
@@ -155,12 +174,9 @@ def test_the_progress_bar_redraws_every_tenth_step_without_a_thread_and_can_stil
               f"--trainer.enable_progress_bar={str(enabled).lower()}", "--trainer.enable_model_summary=false",
               "--trainer.callbacks+=tests.test_training.RecordProgressBar"])
     assert e.value.code == 0
-    assert len(RecordProgressBar.shown) == 25
-    if enabled:  # the bar runs after this callback in a step: it shows the count of the last 10th step
-        assert RecordProgressBar.shown == [0] * 10 + [10] * 10 + [20] * 5
-        assert "_RefreshThread" not in RecordProgressBar.threads  # rich.live's redraw thread
-    else:
-        assert RecordProgressBar.shown == [None] * 25
+    # the bar runs after the recording callback in a step: it shows the count of its last redraw
+    assert RecordProgressBar.shown == shown
+    assert "_RefreshThread" not in RecordProgressBar.threads  # rich.live's redraw thread
 
 
 class RecordHookContext(L.Callback):
