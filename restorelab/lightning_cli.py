@@ -34,7 +34,7 @@ class NoProfiler(PassThroughProfiler):
     """Lightning's default where no ``trainer.profiler`` is given, without its cost: Lightning enters
     ``profiler.profile(name)`` around each of the ~90 hook calls of a training step, and its pass-through profiler
     builds a generator context manager for each (2.4 us on 2 EPYC cores: ~0.2 ms of make train's step, NOTES.md
-    "The loop's cost"); this one hands back one shared empty context."""
+    "Measured: `make bench`"); this one hands back one shared empty context."""
 
     _nothing = contextlib.nullcontext()
 
@@ -45,8 +45,8 @@ class NoProfiler(PassThroughProfiler):
 class PacedProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, redrawn at a batch that is a multiple of ``refresh_rate`` only where ``min_interval_s``
     has passed since its last redraw (and always at a bar's last batch). A redraw passes through W&B's console
-    capture: about 1.8 ms on 2 EPYC cores (NOTES.md "The loop's cost"), so every 10th step of a 5 ms GPU step
-    would cost 3 %; Lightning's default bar (Rich) updates every step and redraws from its own thread."""
+    capture: about 1.8 ms on 2 EPYC cores (NOTES.md "Measured: `make bench`"), so every 10th step of a 5 ms GPU step
+    would cost 3 %."""
 
     clock = staticmethod(time.monotonic)  # a test gives it a clock that does not depend on the cores' speed
 
